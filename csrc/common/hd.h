@@ -1,0 +1,41 @@
+// Portability macros: the same header-only math compiles for the host (C++) and the
+// device (nvcc). Nothing here includes torch.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define PFP_HD __host__ __device__ __forceinline__
+#else
+#define PFP_HD inline
+#endif
+
+#include <cmath>
+#include <cstdint>
+
+namespace pfp {
+
+template <typename T>
+PFP_HD bool is_finite(T v) {
+  return v - v == T(0);  // false for NaN and +-Inf, also under fast-math-free builds
+}
+
+template <typename T>
+PFP_HD T sqr(T v) {
+  return v * v;
+}
+
+template <typename T>
+PFP_HD T tmin(T a, T b) {
+  return a < b ? a : b;
+}
+
+template <typename T>
+PFP_HD T tmax(T a, T b) {
+  return a > b ? a : b;
+}
+
+template <typename T>
+PFP_HD T tabs(T a) {
+  return a < T(0) ? -a : a;
+}
+
+}  // namespace pfp

@@ -1,0 +1,24 @@
+// Every operator schema of the pyfacepnp library, declared once. Device kernels are
+// registered per device key in csrc/<op>/*_cpu.cpp and csrc/<op>/*_cuda.cpp.
+#include <torch/library.h>
+
+TORCH_LIBRARY(pyfacepnp, m) {
+  // Batched PnP. Inputs are already broadcast and flattened by the Python wrapper:
+  // points3d (B,N,3), points2d (B,N,2), K (B,3,3), weights (B,N,2), optional init (B,3,3)+(B,3).
+  m.def(
+      "solve_pnp(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, Tensor? init_R, "
+      "Tensor? init_t, str loss, float huber_delta, int max_iterations, float tolerance) -> "
+      "(Tensor R, Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance)");
+  // Implicit-function backward of solve_pnp at its solution (R, t); covariance is the
+  // inverse exact Hessian returned by the forward.
+  m.def(
+      "solve_pnp_backward(Tensor grad_R, Tensor grad_t, Tensor grad_cost, Tensor points3d, "
+      "Tensor points2d, Tensor K, Tensor weights, Tensor R, Tensor t, Tensor status, "
+      "Tensor covariance, str loss, float huber_delta) -> "
+      "(Tensor grad_points3d, Tensor grad_points2d, Tensor grad_K, Tensor grad_weights)");
+  // Affine warp of 2D points: points (B,N,2), affine (B,2,3) -> (B,N,2).
+  m.def("warp_points(Tensor points, Tensor affine) -> Tensor");
+  m.def(
+      "warp_points_backward(Tensor grad_out, Tensor points, Tensor affine) -> "
+      "(Tensor grad_points, Tensor grad_affine)");
+}

@@ -1,0 +1,1 @@
+"""Autograd registration of the compiled ops."""

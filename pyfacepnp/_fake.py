@@ -1,0 +1,1 @@
+"""Fake (meta) kernels: output shapes and dtypes without computation, for torch.compile."""

@@ -1,0 +1,9 @@
+"""Public functional API of the compiled ops."""
+
+from pyfacepnp.ops.pnp import PnPResult, PnPStatus, solve_pnp
+from pyfacepnp.ops.warp import invert_affine, warp_points
+
+# Importing these modules registers fake kernels and autograd formulas for the ops.
+from pyfacepnp import _fake, _autograd  # noqa: E402,F401  isort:skip
+
+__all__ = ["PnPResult", "PnPStatus", "invert_affine", "solve_pnp", "warp_points"]

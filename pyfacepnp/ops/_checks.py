@@ -1,0 +1,48 @@
+"""Input validation shared by the op wrappers: errors name the argument and the shape."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def check_tensor(name: str, x, dims: Sequence[str], *, min_dim: int | None = None) -> None:
+    """Check that ``x`` is a floating tensor whose trailing dims match ``dims``.
+
+    ``dims`` lists the trailing dimension names, with integers for fixed sizes, e.g.
+    ``["N", 3]`` for ``(..., N, 3)``. Leading (batch) dimensions are free.
+    """
+    want = "(..., " + ", ".join(str(d) for d in dims) + ")"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {want}, got {type(x).__name__}")
+    if x.dim() < (min_dim if min_dim is not None else len(dims)):
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    for d, size in zip(dims[::-1], x.shape[::-1]):
+        if isinstance(d, int) and size != d:
+            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+
+
+def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
+    """All given tensors share one dtype and one device."""
+    first = tensors[0]
+    for name, t in zip(names[1:], tensors[1:]):
+        if t.device != first.device:
+            raise ValueError(
+                f"{names[0]} and {name} must be on the same device, got {first.device} and {t.device}"
+            )
+        if t.dtype != first.dtype:
+            raise TypeError(
+                f"{names[0]} and {name} must have the same dtype, got {first.dtype} and {t.dtype}"
+            )
+
+
+def broadcast_batch(name_shapes: Sequence[tuple[str, torch.Size]]) -> torch.Size:
+    """Broadcast the leading batch shapes, naming the arguments on failure."""
+    try:
+        return torch.broadcast_shapes(*(s for _, s in name_shapes))
+    except RuntimeError:
+        desc = ", ".join(f"{n} {tuple(s)}" for n, s in name_shapes)
+        raise ValueError(f"batch dimensions do not broadcast: {desc}") from None
