@@ -25,10 +25,13 @@ $(VENV)/.deps: pyproject.toml
 
 env: $(VENV)/.deps
 
-# The package is installed (not editable) from an incremental build directory; the
-# flock serialises concurrent builds in one checkout.
+# The package is installed from an incremental build directory, and the built extension
+# is also placed (atomically) beside the sources so the checkout itself imports: tests and
+# the demo run from the repository root. The flock serialises concurrent builds.
 build: env
-	flock build.lock $(PIP) install -q --no-build-isolation --no-deps .
+	flock build.lock $(SHELL) -c 'set -e; $(PIP) install -q --no-build-isolation --no-deps . ; \
+	  so=$$(ls -t build/*/_C*.so | head -n 1); cp -f "$$so" pyfacepnp/.C.tmp; \
+	  mv -f pyfacepnp/.C.tmp "pyfacepnp/$$(basename $$so)"'
 
 # Kernels are compiled by nvcc even where torch has no CUDA (they include no torch headers).
 cuda-compile-check:
@@ -40,17 +43,17 @@ cuda-compile-check:
 	done
 
 test: build cuda-compile-check
-	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) .
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 demo: build
-	$(PY) -P -m pyfacepnp demo
+	$(PY) -m pyfacepnp demo
 
 bench: build
 	$(PIP) install -q kornia || echo "kornia unavailable: its rows are skipped"
-	$(PY) -P benchmarks/bench_pnp.py
+	$(PY) benchmarks/bench_pnp.py
 
 info: build
-	$(PY) -P -m pyfacepnp info
+	$(PY) -m pyfacepnp info
 
 clean:
 	rm -rf build build.lock
