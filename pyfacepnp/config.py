@@ -1,0 +1,263 @@
+"""Run configuration of the face pipeline: one dataclass tree, presets, command-line overrides.
+
+Every run saves its resolved configuration as ``config.json`` beside its outputs, and a
+checkpoint carries the same dictionary, so a run can be reproduced or resumed from it.
+Any field can be overridden on the command line as ``--section.field VALUE``
+(e.g. ``--train.batch_size 64 --model.widths 32,64,128,256``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are sized.
+
+    ``source="synthetic"`` renders the embedded synthetic set (``*_samples`` per split,
+    deterministic by ``seed``) once and caches it under ``cache_dir``;
+    ``source="wcpa"`` reads a WCPA track-2 folder at ``root`` (``*_list`` name its csv lists).
+    """
+
+    source: str = "synthetic"
+    root: str = ""
+    train_list: str = ""
+    val_list: str = ""
+    test_list: str = ""
+    train_samples: int = 2000
+    val_samples: int = 100
+    test_samples: int = 200
+    image_size: int = 400
+    crop_size: int = 128
+    detector_size: int = 96
+    crop_margin: float = 0.25
+    seed: int = 0
+    cache_dir: str = "runs/cache"
+    render_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes. ``widths``/``depths`` give the ResNet stages of the shared backbone."""
+
+    widths: tuple = (16, 32, 64, 128)
+    depths: tuple = (1, 1, 1, 1)
+    stem_width: int = 16
+    head_hidden: int = 256
+    sigma: str = "per_axis"  # "per_axis": (N, 2) log-variances, "per_point": (N,)
+    detector_widths: tuple = (16, 32, 48, 64)
+    detector_depths: tuple = (1, 1, 1, 1)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the three stages: detector, branches (stage 1), end to end (stage 2)."""
+
+    batch_size: int = 32
+    detector_steps: int = 300
+    stage1_steps: int = 1200
+    stage2_steps: int = 300
+    lr: float = 2e-3
+    detector_lr: float = 2e-3
+    stage2_lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+    amp: bool = True  # bfloat16 autocast of the CNN on CUDA; ignored on CPU
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    # stage 1 loss weights
+    vertex_weight: float = 1.0
+    nll_weight: float = 1.0
+    edge_weight: float = 0.5
+    # stage 2 loss weights (camera-space terms in mm, as in the WCPA score) + stage-1 terms kept
+    camera_weight: float = 1.0
+    gt_shape_pose_weight: float = 1.0
+    shape_weight: float = 10.0
+    stage2_branch_weight: float = 0.1
+    pnp_max_iterations: int = 30
+
+
+@dataclass
+class RunConfig:
+    """A whole run: name, output folder, device, and the three sections."""
+
+    name: str = "demo"
+    out_dir: str = "runs"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.out_dir, self.name)
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        cfg = cls()
+        for key, value in d.items():
+            if key in ("data", "model", "train"):
+                section = getattr(cfg, key)
+                for k, v in value.items():
+                    _set_field(section, k, v, f"{key}.{k}")
+            else:
+                _set_field(cfg, key, value, key)
+        return cfg
+
+    def save(self, path: str) -> None:
+        """Write the configuration as JSON (atomically)."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "RunConfig":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# Presets: "cpu" fits the demo's budget on 2 cores, "gpu" is a ResNet-18-sized network on
+# 256 px crops, "quick" is a smoke test that exercises every stage in well under 2 minutes.
+PRESETS: dict[str, dict] = {
+    "cpu": {},
+    "gpu": {
+        "data": {"train_samples": 20000, "val_samples": 500, "test_samples": 1000,
+                 "image_size": 800, "crop_size": 256, "detector_size": 128,
+                 "render_workers": 8},
+        "model": {"widths": (64, 128, 256, 512), "depths": (2, 2, 2, 2), "stem_width": 64,
+                  "head_hidden": 512, "detector_widths": (32, 64, 128, 256)},
+        "train": {"batch_size": 128, "detector_steps": 3000, "stage1_steps": 20000,
+                  "stage2_steps": 5000, "checkpoint_every": 1000, "log_every": 50},
+    },
+    "quick": {
+        "data": {"train_samples": 96, "val_samples": 16, "test_samples": 24,
+                 "image_size": 192, "crop_size": 64, "detector_size": 64},
+        "model": {"widths": (8, 16, 32, 32), "stem_width": 8, "head_hidden": 64,
+                  "detector_widths": (8, 16, 16, 32)},
+        "train": {"batch_size": 16, "detector_steps": 20, "stage1_steps": 40,
+                  "stage2_steps": 10, "warmup_steps": 5, "checkpoint_every": 20,
+                  "log_every": 5},
+    },
+}
+
+
+def make_config(preset: str = "cpu", overrides: dict | None = None, **top) -> RunConfig:
+    """Build a configuration from a preset plus ``{"section.field": value}`` overrides.
+
+    Example:
+        >>> cfg = make_config("quick", {"train.batch_size": 8}, name="smoke")
+        >>> cfg.train.batch_size, cfg.name
+        (8, 'smoke')
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    cfg = RunConfig.from_dict(PRESETS[preset])
+    for key, value in top.items():
+        _set_field(cfg, key, value, key)
+    for dotted, value in (overrides or {}).items():
+        set_dotted(cfg, dotted, value)
+    return cfg
+
+
+def set_dotted(cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Set ``cfg.<section>.<field>`` (or a top-level field) from a value or its string."""
+    parts = dotted.split(".")
+    obj = cfg
+    for p in parts[:-1]:
+        if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
+            raise ValueError(f"unknown configuration section {p!r} in {dotted!r}")
+        obj = getattr(obj, p)
+    _set_field(obj, parts[-1], value, dotted)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--preset``, ``--config`` and one ``--section.field`` option per field."""
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="starting configuration (default: cpu)")
+    parser.add_argument("--config", default=None,
+                        help="a saved config.json to start from instead of a preset")
+    group = parser.add_argument_group("configuration overrides")
+    base = RunConfig()
+    for f in dataclasses.fields(base):
+        value = getattr(base, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                group.add_argument(f"--{f.name}.{g.name}", dest=f"cfg__{f.name}.{g.name}",
+                                   default=None, metavar=_metavar(getattr(value, g.name)))
+        else:
+            group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=None,
+                               metavar=_metavar(value))
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve a configuration from parsed ``add_config_arguments`` options."""
+    cfg = RunConfig.load(args.config) if args.config else make_config(args.preset)
+    for key, value in vars(args).items():
+        if key.startswith("cfg__") and value is not None:
+            set_dotted(cfg, key[len("cfg__"):], value)
+    return cfg
+
+
+def _metavar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, tuple):
+        return "A,B,..."
+    return type(value).__name__.upper()
+
+
+def _set_field(obj: Any, name: str, value: Any, label: str) -> None:
+    if not any(f.name == name for f in dataclasses.fields(obj)):
+        raise ValueError(f"unknown configuration field {label!r}")
+    current = getattr(obj, name)
+    setattr(obj, name, _coerce(current, value, label))
+
+
+def _coerce(current: Any, value: Any, label: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(current, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            kind = type(current[0]) if current else int
+            return tuple(kind(v) for v in items)
+        if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"configuration field {label!r} expects {type(current).__name__}, got {value!r}"
+        ) from None
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x

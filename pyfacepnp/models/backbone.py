@@ -1,0 +1,103 @@
+"""A small ResNet-style CNN backbone whose width and depth are configurable."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        # Zero-initialised last norm: each block starts as the identity (Goyal et al. 2017).
+        nn.init.zeros_(self.bn2.weight)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet-style feature extractor: a stride-2 stem, then one stage per width.
+
+    Each stage halves the resolution in its first block, so the output stride is
+    ``2 ** (1 + len(widths))`` (32 for four stages).
+
+    Args:
+        widths: channels of each stage, e.g. ``(64, 128, 256, 512)`` for ResNet-18.
+        depths: blocks per stage, same length as ``widths``.
+        stem_width: channels of the stem convolution.
+        in_channels: image channels.
+
+    Shape:
+        input ``(B, in_channels, H, W)`` -> output ``(B, widths[-1], H / s, W / s)``.
+
+    Example:
+        >>> net = ResNetBackbone((8, 16), (1, 1), stem_width=8)
+        >>> net(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 16, 4, 4])
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        depths: Sequence[int] = (1, 1, 1, 1),
+        stem_width: int = 16,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(depths) or not widths:
+            raise ValueError(f"widths and depths must be non-empty and of equal length, "
+                             f"got {tuple(widths)} and {tuple(depths)}")
+        if min(depths) < 1:
+            raise ValueError(f"every stage needs at least one block, got depths={tuple(depths)}")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem_width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        c = stem_width
+        for w, d in zip(widths, depths):
+            blocks = [BasicBlock(c, w, stride=2)] + [BasicBlock(w, w) for _ in range(d - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c = w
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = c
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class SpatialPool(nn.Module):
+    """Reduce a feature map to a vector that keeps a coarse ``grid x grid`` layout.
+
+    Landmark positions are spatial; a global average would discard where things are.
+    """
+
+    def __init__(self, c_in: int, c_reduced: int = 32, grid: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(c_in, c_reduced, 1, bias=False),
+                                    nn.BatchNorm2d(c_reduced), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.out_features = c_reduced * grid * grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.reduce(x)).flatten(1)
