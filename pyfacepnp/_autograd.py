@@ -1,1 +1,44 @@
-"""Autograd registration of the compiled ops."""
+"""Autograd formulas of the compiled ops, each itself a registered (traceable) op."""
+
+from __future__ import annotations
+
+import torch
+
+from pyfacepnp._ext import ops
+
+
+def _solve_pnp_setup(ctx, inputs, output):
+    points3d, points2d, K, weights, _init_R, _init_t, loss, huber_delta, _it, _tol = inputs
+    R, t, _cost, iterations, status, cov = output
+    ctx.save_for_backward(points3d, points2d, K, weights, R, t, status, cov)
+    ctx.loss = loss
+    ctx.huber_delta = huber_delta
+    # The covariance is a by-product (third derivatives would be needed to differentiate it).
+    ctx.mark_non_differentiable(iterations, status, cov)
+
+
+def _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, _g_iter, _g_status, _g_cov):
+    points3d, points2d, K, weights, R, t, status, cov = ctx.saved_tensors
+    grad_R = torch.zeros_like(R) if grad_R is None else grad_R
+    grad_t = torch.zeros_like(t) if grad_t is None else grad_t
+    grad_cost = R.new_zeros(R.shape[:1]) if grad_cost is None else grad_cost
+    gX, gx, gK, gw = ops.solve_pnp_backward(
+        grad_R.contiguous(), grad_t.contiguous(), grad_cost.contiguous(), points3d, points2d, K,
+        weights, R, t, status, cov, ctx.loss, ctx.huber_delta,
+    )
+    return gX, gx, gK, gw, None, None, None, None, None, None
+
+
+def _warp_setup(ctx, inputs, output):
+    points, affine = inputs
+    ctx.save_for_backward(points, affine)
+
+
+def _warp_backward(ctx, grad_out):
+    points, affine = ctx.saved_tensors
+    gp, ga = ops.warp_points_backward(grad_out.contiguous(), points, affine)
+    return gp, ga
+
+
+torch.library.register_autograd("pyfacepnp::solve_pnp", _solve_pnp_backward, setup_context=_solve_pnp_setup)
+torch.library.register_autograd("pyfacepnp::warp_points", _warp_backward, setup_context=_warp_setup)

@@ -1,1 +1,43 @@
-"""Fake (meta) kernels: output shapes and dtypes without computation, for torch.compile."""
+"""Fake (meta) kernels: output shapes and dtypes without computation, so the ops trace
+under ``torch.compile(fullgraph=True)`` and pass ``torch.library.opcheck``."""
+
+from __future__ import annotations
+
+import torch
+
+from pyfacepnp._ext import ops  # noqa: F401  (the library must be loaded first)
+
+
+@torch.library.register_fake("pyfacepnp::solve_pnp")
+def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_delta,
+                    max_iterations, tolerance):
+    B = points3d.shape[0]
+    return (
+        points3d.new_empty((B, 3, 3)),
+        points3d.new_empty((B, 3)),
+        points3d.new_empty((B,)),
+        points3d.new_empty((B,), dtype=torch.int32),
+        points3d.new_empty((B,), dtype=torch.int32),
+        points3d.new_empty((B, 6, 6)),
+    )
+
+
+@torch.library.register_fake("pyfacepnp::solve_pnp_backward")
+def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, R, t,
+                             status, covariance, loss, huber_delta):
+    return (
+        torch.empty_like(points3d),
+        torch.empty_like(points2d),
+        torch.empty_like(K),
+        torch.empty_like(weights),
+    )
+
+
+@torch.library.register_fake("pyfacepnp::warp_points")
+def _warp_points_fake(points, affine):
+    return torch.empty_like(points)
+
+
+@torch.library.register_fake("pyfacepnp::warp_points_backward")
+def _warp_points_backward_fake(grad_out, points, affine):
+    return torch.empty_like(points), torch.empty_like(affine)

@@ -1,8 +1,187 @@
-from typing import NamedTuple
+"""Batched differentiable Perspective-n-Point: the public ``solve_pnp`` function."""
+
+from __future__ import annotations
+
 import enum
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from pyfacepnp._ext import ops
+from pyfacepnp.ops._checks import broadcast_batch, check_same, check_tensor
+
+
 class PnPStatus(enum.IntEnum):
+    """Per-problem outcome of :func:`solve_pnp` (the ``status`` field)."""
+
+    #: The Levenberg-Marquardt iterations met the tolerance and the exact Hessian at the
+    #: solution is positive definite. Only these problems receive gradients.
     CONVERGED = 0
+    #: ``max_iterations`` ran out first; the pose is the best found, gradients are zero.
+    MAX_ITERATIONS = 1
+    #: The pose is not determined: the Hessian at the solution is not positive definite
+    #: (all points identical, collinear points, ...) or no starting pose puts the points in
+    #: front of the camera. Covariance and gradients are zero.
+    DEGENERATE = 2
+    #: Non-finite or negative inputs, a malformed K, a malformed ``init``, or fewer than 4
+    #: points with positive weight. Outputs are R = I, t = 0, cost = 0, zero covariance.
+    INVALID_INPUT = 3
+
+
 class PnPResult(NamedTuple):
-    R: object
-def solve_pnp(*a, **k):
-    raise NotImplementedError
+    """Result of :func:`solve_pnp`; every field has the batch shape ``(...)`` in front."""
+
+    R: torch.Tensor  #: ``(..., 3, 3)`` rotation, ``x_cam = R @ X + t``
+    t: torch.Tensor  #: ``(..., 3)`` translation
+    cost: torch.Tensor  #: ``(...)`` objective value at the solution
+    iterations: torch.Tensor  #: ``(...)`` int32, Levenberg-Marquardt iterations used
+    status: torch.Tensor  #: ``(...)`` int32, a :class:`PnPStatus` value
+    #: ``(..., 6, 6)`` inverse of the exact Hessian of the cost at the solution, in the local
+    #: pose coordinates ``(dw, dt)`` with ``R = exp([dw]x) R*``, ``t = t* + dt``.
+    covariance: torch.Tensor
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """``(...)`` bool: ``status == PnPStatus.CONVERGED``."""
+        return self.status == int(PnPStatus.CONVERGED)
+
+
+_LOSSES = ("l2", "huber")
+
+
+def _weights_as_per_axis(weights: Optional[torch.Tensor], points2d: torch.Tensor) -> torch.Tensor:
+    n = points2d.shape[-2]
+    if weights is None:
+        return torch.ones((1, n, 2), dtype=points2d.dtype, device=points2d.device)
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+    if weights.dim() >= 2 and weights.shape[-2:] == (n, 2):
+        return weights
+    if weights.dim() >= 1 and weights.shape[-1] == n:
+        return weights.unsqueeze(-1).expand(*weights.shape, 2)
+    raise ValueError(
+        f"weights must have shape (..., N) or (..., N, 2) with N = {n}, got {tuple(weights.shape)}"
+    )
+
+
+def solve_pnp(
+    points3d: torch.Tensor,
+    points2d: torch.Tensor,
+    K: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+    *,
+    init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    loss: str = "l2",
+    huber_delta: float = 1.0,
+    max_iterations: int = 100,
+    tolerance: float = 1e-10,
+) -> PnPResult:
+    """Solve batched Perspective-n-Point problems, differentiably.
+
+    Finds the pose ``(R, t)`` minimising ``E = 1/2 sum_i rho(w_i . |pi(K (R X_i + t)) - x_i|^2)``
+    for every problem of the batch, independently: a global initialisation computed in the
+    kernel (the object-space formulation of SQPnP, minimised over SO(3) from 24 starts; it
+    handles planar scenes, N = 4..6 and any rotation), then Levenberg-Marquardt and a final
+    Newton polish with the exact Hessian. Gradients of ``R``, ``t`` and ``cost`` flow to
+    ``points3d``, ``points2d``, ``K`` (top two rows) and ``weights`` by the implicit function
+    theorem at the solution (see docs/math.md).
+
+    Pixel coordinates follow OpenCV: integer values at pixel centres, ``u = K x_cam / z``.
+    Per-axis weights weight each coordinate's squared residual; a zero weight removes a
+    point exactly (its coordinates may then be anything), so ragged batches are padded with
+    weight 0. Bad problems never raise or produce NaN: they get a :class:`PnPStatus`,
+    finite outputs and zero gradients, and leave the other problems untouched.
+
+    Args:
+        points3d: ``(..., N, 3)`` object points, N >= 4.
+        points2d: ``(..., N, 2)`` observed pixels.
+        K: ``(..., 3, 3)`` intrinsics with last row ``[0, 0, 1]``.
+        weights: ``(..., N)`` or ``(..., N, 2)`` non-negative weights (e.g. ``1/sigma^2``);
+            ``None`` for all ones.
+        init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose; skips the global
+            initialisation (used anyway for problems whose init puts points behind the camera).
+        loss: ``"l2"`` or ``"huber"`` (Huber on the weighted residual norm).
+        huber_delta: Huber threshold, in units of the weighted residual norm (pixels for unit
+            weights).
+        max_iterations: Levenberg-Marquardt iteration limit per problem.
+        tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
+            ``|dt|_inf <= tolerance * |t|``.
+
+    All batch dimensions ``(...)`` broadcast; inputs share a dtype (float32 or float64) and a
+    device. Solving is done in float64 on the CPU.
+
+    Returns:
+        :class:`PnPResult` with ``R (..., 3, 3)``, ``t (..., 3)``, ``cost (...)``,
+        ``iterations (...)``, ``status (...)`` and ``covariance (..., 6, 6)``.
+
+    Example:
+        >>> X = torch.randn(8, 3, dtype=torch.float64)
+        >>> K = torch.tensor([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]], dtype=torch.float64)
+        >>> Xc = X + torch.tensor([0.0, 0.0, 6.0], dtype=torch.float64)
+        >>> x = (Xc @ K.T)[:, :2] / Xc[:, 2:]
+        >>> res = solve_pnp(X, x, K)
+        >>> bool(res.converged), float(res.t[2])
+        (True, 6.0)
+    """
+    check_tensor("points3d", points3d, ["N", 3])
+    check_tensor("points2d", points2d, ["N", 2])
+    check_tensor("K", K, [3, 3])
+    check_same(["points3d", "points2d", "K"], [points3d, points2d, K])
+    n = points3d.shape[-2]
+    if points2d.shape[-2] != n:
+        raise ValueError(
+            f"points3d and points2d must have the same number of points N, got "
+            f"{tuple(points3d.shape)} and {tuple(points2d.shape)}"
+        )
+    if n < 4:
+        raise ValueError(
+            f"solve_pnp needs at least 4 points per problem (N >= 4), got points3d of shape "
+            f"{tuple(points3d.shape)}"
+        )
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if not huber_delta > 0:
+        raise ValueError(f"huber_delta must be positive, got {huber_delta}")
+    if not (isinstance(max_iterations, int) and max_iterations >= 1):
+        raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    w = _weights_as_per_axis(weights, points2d)
+    check_same(["points3d", "weights"], [points3d, w])
+
+    shapes = [
+        ("points3d", points3d.shape[:-2]),
+        ("points2d", points2d.shape[:-2]),
+        ("K", K.shape[:-2]),
+        ("weights", w.shape[:-2]),
+    ]
+    init_R = init_t = None
+    if init is not None:
+        if not (isinstance(init, (tuple, list)) and len(init) == 2):
+            raise TypeError("init must be a tuple (R (..., 3, 3), t (..., 3))")
+        init_R, init_t = init
+        check_tensor("init R", init_R, [3, 3])
+        check_tensor("init t", init_t, [3], min_dim=1)
+        check_same(["points3d", "init R", "init t"], [points3d, init_R, init_t])
+        shapes += [("init R", init_R.shape[:-2]), ("init t", init_t.shape[:-1])]
+    batch = broadcast_batch(shapes)
+
+    flat = (-1,)
+    X = points3d.expand(*batch, n, 3).reshape(*flat, n, 3)
+    x = points2d.expand(*batch, n, 2).reshape(*flat, n, 2)
+    Kb = K.expand(*batch, 3, 3).reshape(*flat, 3, 3)
+    wb = w.expand(*batch, n, 2).reshape(*flat, n, 2)
+    if init is not None:
+        init_R = init_R.detach().expand(*batch, 3, 3).reshape(*flat, 3, 3)
+        init_t = init_t.detach().expand(*batch, 3).reshape(*flat, 3)
+    R, t, cost, iterations, status, cov = ops.solve_pnp(
+        X, x, Kb, wb, init_R, init_t, loss, float(huber_delta), int(max_iterations), float(tolerance)
+    )
+    return PnPResult(
+        R.reshape(*batch, 3, 3),
+        t.reshape(*batch, 3),
+        cost.reshape(batch),
+        iterations.reshape(batch),
+        status.reshape(batch),
+        cov.reshape(*batch, 6, 6),
+    )

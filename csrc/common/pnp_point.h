@@ -1,0 +1,198 @@
+// Per-point math of the PnP objective, shared by the CPU and CUDA kernels.
+//
+// Objective: E = 1/2 sum_i rho(s_i), s_i = sum_a w_ia r_ia^2, r_ia = u_a(R X_i + t) - x_ia,
+// u_a(Xc) = (k_a . Xc) / Xc_z with k_a the rows 0 and 1 of K. Pose perturbations are
+// local: R = exp([dw]x) R*, t = t* + dt, theta = (dw, dt). See docs/math.md.
+#pragma once
+#include "common/linalg.h"
+
+namespace pfp {
+
+enum Status : int32_t {
+  kConverged = 0,
+  kMaxIterations = 1,
+  kDegenerate = 2,
+  kInvalidInput = 3,
+};
+
+enum LossKind : int32_t { kLossL2 = 0, kLossHuber = 1 };
+
+template <typename T>
+struct Pose {
+  T R[9];  // row-major
+  T t[3];
+};
+
+// The robust kernel rho(s) of a squared (weighted) residual norm s, with its first two
+// derivatives. Huber on the norm: rho = s for s <= d^2, else 2 d sqrt(s) - d^2.
+template <typename T>
+struct Robust {
+  int32_t kind;
+  T delta;
+  PFP_HD void eval(T s, T& rho, T& d1, T& d2) const {
+    if (kind == kLossHuber && s > delta * delta) {
+      const T r = sqrt(s);
+      rho = T(2) * delta * r - delta * delta;
+      d1 = delta / r;
+      d2 = -T(0.5) * delta / (s * r);
+    } else {
+      rho = s;
+      d1 = T(1);
+      d2 = T(0);
+    }
+  }
+};
+
+// A point's observation, converted to the compute type.
+template <typename T>
+struct PointObs {
+  T X[3];
+  T x[2];
+  T w[2];
+  PFP_HD bool active() const { return w[0] > T(0) || w[1] > T(0); }
+  // Finite coordinates and non-negative finite weights. Inactive (zero-weight) points are
+  // ignored entirely, so padding may hold any value.
+  PFP_HD bool valid() const {
+    bool ok = is_finite(w[0]) && is_finite(w[1]) && w[0] >= T(0) && w[1] >= T(0);
+    for (int k = 0; k < 3; ++k) ok = ok && is_finite(X[k]);
+    return ok && is_finite(x[0]) && is_finite(x[1]);
+  }
+};
+
+// Quantities of one point at one pose, reused by the gradient, Hessian and backward.
+template <typename T>
+struct PointEval {
+  T Y[3];     // R X
+  T Xc[3];    // R X + t (camera frame)
+  T a[2][3];  // d u_a / d Xc = (k_a - u_a e_z) / z
+  T r[2];     // residuals u_a - x_a
+  T s;        // w0 r0^2 + w1 r1^2
+};
+
+// Evaluate a point; false when it lies on or behind the camera plane (z <= 0).
+template <typename T>
+PFP_HD bool eval_point(const Pose<T>& P, const T* K, const PointObs<T>& o, PointEval<T>& e) {
+  matvec3(P.R, o.X, e.Y);
+  for (int k = 0; k < 3; ++k) e.Xc[k] = e.Y[k] + P.t[k];
+  const T z = e.Xc[2];
+  if (!(z > T(0))) return false;
+  const T iz = T(1) / z;
+  e.s = T(0);
+  for (int a = 0; a < 2; ++a) {
+    const T* k = K + 3 * a;
+    const T u = dot3(k, e.Xc) * iz;
+    e.r[a] = u - o.x[a];
+    e.a[a][0] = k[0] * iz;
+    e.a[a][1] = k[1] * iz;
+    e.a[a][2] = (k[2] - u) * iz;
+    e.s += o.w[a] * e.r[a] * e.r[a];
+  }
+  return true;
+}
+
+// Residual Jacobian row w.r.t. theta = (dw, dt): J_a = [Y x a_a ; a_a].
+template <typename T>
+PFP_HD void jacobian_row(const PointEval<T>& e, int a, T* J) {
+  cross3(e.Y, e.a[a], J);
+  J[3] = e.a[a][0];
+  J[4] = e.a[a][1];
+  J[5] = e.a[a][2];
+}
+
+// Accumulated normal equations of a problem at one pose: cost, gradient and a Hessian
+// (6x6, dense row-major; either Gauss-Newton or exact).
+template <typename T>
+struct NormalEq {
+  T cost;
+  T g[6];
+  T H[36];
+  PFP_HD void zero() {
+    cost = T(0);
+    for (int i = 0; i < 6; ++i) g[i] = T(0);
+    for (int i = 0; i < 36; ++i) H[i] = T(0);
+  }
+  PFP_HD void add(const NormalEq& o) {
+    cost += o.cost;
+    for (int i = 0; i < 6; ++i) g[i] += o.g[i];
+    for (int i = 0; i < 36; ++i) H[i] += o.H[i];
+  }
+  // Only the lower triangle is accumulated; mirror it before use.
+  PFP_HD void symmetrize() {
+    for (int i = 0; i < 6; ++i)
+      for (int j = i + 1; j < 6; ++j) H[i * 6 + j] = H[j * 6 + i];
+  }
+};
+
+// Add a point's cost, gradient and Hessian. exact = false: Gauss-Newton with IRLS weights
+// rho'(s) (positive semi-definite, used by the LM iterations). exact = true: the true
+// second derivative of E in theta, with the projection's and the chart's second-order
+// terms and rho'' (used for the covariance, the final Newton polish and the backward).
+template <typename T>
+PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
+                                const Robust<T>& rob, bool exact, NormalEq<T>& acc) {
+  T rho, d1, d2;
+  rob.eval(e.s, rho, d1, d2);
+  acc.cost += T(0.5) * rho;
+  T J[2][6];
+  jacobian_row(e, 0, J[0]);
+  jacobian_row(e, 1, J[1]);
+  T c[6];  // sum_a w_a r_a J_a  (half the gradient of s)
+  for (int k = 0; k < 6; ++k) c[k] = o.w[0] * e.r[0] * J[0][k] + o.w[1] * e.r[1] * J[1][k];
+  for (int k = 0; k < 6; ++k) acc.g[k] += d1 * c[k];
+  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j <= i; ++j) acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j];
+  if (!exact) return;
+  // Second-order terms: sum_a w_a r_a d2r_a = -(e c^T + c e^T)/z + blockdiag(sym(b Y^T) - (b.Y) I, 0)
+  // with e = [Y x e_z ; e_z] and b = sum_a w_a r_a a_a.
+  const T iz = T(1) / e.Xc[2];
+  const T ev[6] = {e.Y[1], -e.Y[0], T(0), T(0), T(0), T(1)};
+  T b[3];
+  for (int k = 0; k < 3; ++k) b[k] = o.w[0] * e.r[0] * e.a[0][k] + o.w[1] * e.r[1] * e.a[1][k];
+  const T bY = dot3(b, e.Y);
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j <= i; ++j) {
+      T h = -(ev[i] * c[j] + c[i] * ev[j]) * iz;
+      if (i < 3) h += T(0.5) * (b[i] * e.Y[j] + e.Y[i] * b[j]) - (i == j ? bY : T(0));
+      acc.H[i * 6 + j] += d1 * h + T(2) * d2 * c[i] * c[j];
+    }
+}
+
+// Backward of one point. With v = H^{-1} dL/dtheta (H exact, at the optimum) and the
+// upstream gradient of the cost gc, writes dL/dX (3), dL/dx (2), the point's contribution
+// to dL/dK rows 0-1 (6, row-major) and dL/dw (2):
+//   dL/dphi = -d/dphi (v . grad_theta e_i(theta*, phi)) + gc dE_i/dphi.
+template <typename T>
+PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const T* R,
+                           const Robust<T>& rob, const T* v, T gc, T* gX, T* gx, T* gK, T* gw) {
+  T rho, d1, d2;
+  rob.eval(e.s, rho, d1, d2);
+  const T iz = T(1) / e.Xc[2];
+  T d[3];  // d Xc along v: v_w x Y + v_t
+  cross3(v, e.Y, d);
+  for (int k = 0; k < 3; ++k) d[k] += v[3 + k];
+  T Jv[2], S1 = T(0);
+  for (int a = 0; a < 2; ++a) {
+    Jv[a] = dot3(e.a[a], d);
+    S1 += o.w[a] * e.r[a] * Jv[a];
+  }
+  T cam[3] = {T(0), T(0), T(0)};  // dL/dXc-like accumulator, mapped to X by R^T
+  for (int a = 0; a < 2; ++a) {
+    const T wr = o.w[a] * e.r[a];
+    // dL/dr_a and dL/d(Jv_a)
+    const T alpha = -(T(2) * d2 * S1 * wr + d1 * o.w[a] * Jv[a]) + gc * d1 * wr;
+    const T beta = -d1 * wr;
+    gx[a] = -alpha;
+    gw[a] = -(d2 * S1 * e.r[a] * e.r[a] + d1 * e.r[a] * Jv[a]) + gc * T(0.5) * d1 * e.r[a] * e.r[a];
+    for (int k = 0; k < 3; ++k)
+      gK[3 * a + k] = alpha * e.Xc[k] * iz + beta * (d[k] - d[2] * e.Xc[k] * iz) * iz;
+    T va[3];
+    cross3(v, e.a[a], va);
+    for (int k = 0; k < 3; ++k)
+      cam[k] += alpha * e.a[a][k] + beta * (-(d[2] * iz) * e.a[a][k] - va[k]);
+    cam[2] += beta * (-Jv[a] * iz);
+  }
+  matTvec3(R, cam, gX);
+}
+
+}  // namespace pfp

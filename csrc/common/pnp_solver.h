@@ -1,0 +1,332 @@
+// The per-problem PnP driver, shared verbatim by the CPU and CUDA kernels.
+//
+// All sums over a problem's points go through an accumulator object `acc` supplied by the
+// kernel: the CPU kernel loops over points serially, the CUDA kernel reduces across the
+// threads that cooperate on the problem and hands every thread the same totals, so the
+// control flow below stays uniform. The accumulator provides:
+//   bool check(int& n_active)                       inputs finite, weights >= 0
+//   void centroid(T* mean)                          weighted mean of the active points
+//   void omega(const T* mean, const T* Kinv, OmegaAccum<T>& out)
+//   bool normal_eq(const Pose<T>&, bool exact, NormalEq<T>& out)   false: a point at z <= 0
+#pragma once
+#include "common/pnp_init.h"
+#include "common/pnp_point.h"
+
+namespace pfp {
+
+template <typename T>
+struct SolverParams {
+  Robust<T> rob;
+  int32_t max_iterations;
+  T tolerance;  // on the LM step: |dw|_inf <= tol and |dt|_inf <= tol * |t|
+  T pd_tol;     // pivot floor of the unit-diagonal-scaled Hessian (positive definiteness)
+};
+
+template <typename T>
+struct ProblemResult {
+  Pose<T> pose;
+  T cost;
+  int32_t iterations;
+  int32_t status;
+  T cov[36];
+};
+
+template <typename T>
+PFP_HD void apply_step(const Pose<T>& P, const T* d, Pose<T>& out) {
+  for (int i = 0; i < 9; ++i) out.R[i] = P.R[i];
+  rotate_left(d, out.R);
+  for (int k = 0; k < 3; ++k) out.t[k] = P.t[k] + d[3 + k];
+}
+
+// Inverse of an SPD 6x6 matrix through its unit-diagonal scaling; false when the scaled
+// matrix has a pivot below pd_tol (not positive definite, pose not determined).
+template <typename T>
+PFP_HD bool spd_inverse6(const T* H, T pd_tol, T* inv) {
+  T s[6], A[36];
+  for (int i = 0; i < 6; ++i) {
+    if (!(H[7 * i] > T(0)) || !is_finite(H[7 * i])) return false;
+    s[i] = T(1) / sqrt(H[7 * i]);
+  }
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j) A[6 * i + j] = H[6 * i + j] * s[i] * s[j];
+  if (!cholesky<T, 6>(A, pd_tol)) return false;
+  cholesky_inverse<T, 6>(A, inv);
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j) inv[6 * i + j] *= s[i] * s[j];
+  return true;
+}
+
+// Solve (H + lambda diag(H)) d = -g (Marquardt scaling); false when not solvable.
+template <typename T>
+PFP_HD bool damped_step(const NormalEq<T>& eq, T lambda, T* d) {
+  T A[36], dmax = T(0);
+  for (int i = 0; i < 6; ++i) dmax = tmax(dmax, eq.H[7 * i]);
+  for (int i = 0; i < 36; ++i) A[i] = eq.H[i];
+  for (int i = 0; i < 6; ++i) A[7 * i] += lambda * tmax(eq.H[7 * i], T(1e-12) * dmax);
+  if (!cholesky<T, 6>(A, T(1e-15))) return false;
+  for (int i = 0; i < 6; ++i) d[i] = -eq.g[i];
+  cholesky_solve<T, 6>(A, d);
+  for (int i = 0; i < 6; ++i)
+    if (!is_finite(d[i])) return false;
+  return true;
+}
+
+template <typename T>
+PFP_HD bool step_is_small(const T* d, const Pose<T>& P, T tol) {
+  const T tn = sqrt(dot3(P.t, P.t));
+  for (int i = 0; i < 3; ++i)
+    if (tabs(d[i]) > tol || tabs(d[3 + i]) > tol * tn) return false;
+  return true;
+}
+
+// Levenberg-Marquardt (Nielsen's damping update) from `pose`, whose Gauss-Newton normal
+// equations are `eq`. Returns true when it converged (small step, or no decrease possible
+// at machine precision); `iters` counts the proposals.
+template <typename T, typename Acc>
+PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& eq,
+                      int32_t& iters) {
+  T lambda = T(1e-3), nu = T(2);
+  iters = 0;
+  while (iters < prm.max_iterations) {
+    ++iters;
+    T d[6];
+    if (!damped_step(eq, lambda, d)) {
+      lambda *= nu;
+      nu *= T(2);
+      if (lambda > T(1e16)) return true;
+      continue;
+    }
+    const bool small = step_is_small(d, pose, prm.tolerance);
+    if (small && lambda < T(1e3)) return true;
+    T pred = T(0);  // predicted decrease -(g.d + d.H.d/2)
+    for (int i = 0; i < 6; ++i) {
+      T hd = T(0);
+      for (int j = 0; j < 6; ++j) hd += eq.H[6 * i + j] * d[j];
+      pred -= d[i] * (eq.g[i] + T(0.5) * hd);
+    }
+    Pose<T> cand;
+    apply_step(pose, d, cand);
+    NormalEq<T> ec;
+    const bool ok = acc.normal_eq(cand, false, ec);
+    if (ok && is_finite(ec.cost) && ec.cost < eq.cost && pred > T(0)) {
+      const T rho = (eq.cost - ec.cost) / pred;
+      pose = cand;
+      eq = ec;
+      const T q = T(2) * rho - T(1);
+      lambda *= tmax(T(1) / T(3), T(1) - q * q * q);
+      nu = T(2);
+      if (small) return true;
+    } else {
+      if (small) return true;  // no decrease even along a tiny step: at the minimum
+      lambda *= nu;
+      nu *= T(2);
+      if (lambda > T(1e16)) return true;
+    }
+  }
+  return false;
+}
+
+// Final Newton iterations with the exact Hessian: quadratic convergence to the point where
+// the exact gradient vanishes, which the implicit backward assumes. Leaves `ex` = exact
+// normal equations at the returned pose.
+template <typename T, typename Acc>
+PFP_HD void newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex) {
+  acc.normal_eq(pose, true, ex);
+  T prev = T(-1);
+  for (int it = 0; it < 4; ++it) {
+    T Hinv[36];
+    if (!spd_inverse6(ex.H, prm.pd_tol, Hinv)) return;
+    T d[6], size = T(0);
+    for (int i = 0; i < 6; ++i) {
+      T s = T(0);
+      for (int j = 0; j < 6; ++j) s -= Hinv[6 * i + j] * ex.g[j];
+      d[i] = s;
+    }
+    for (int i = 0; i < 6; ++i) size = tmax(size, tabs(d[i]) * (i < 3 ? T(1) : T(1) / sqrt(dot3(pose.t, pose.t))));
+    if (!(size > T(1e-15))) return;
+    // Near the optimum the cost changes by less than its rounding error, so a step is
+    // judged by contraction (Newton steps shrink quadratically) and a cost that does not
+    // rise beyond rounding.
+    if (prev >= T(0) && size > T(0.5) * prev) return;
+    Pose<T> cand;
+    apply_step(pose, d, cand);
+    NormalEq<T> ec;
+    if (!acc.normal_eq(cand, true, ec)) return;
+    if (!(ec.cost <= ex.cost + T(1e-11) * tabs(ex.cost))) return;
+    pose = cand;
+    ex = ec;
+    prev = size;
+  }
+}
+
+template <typename T>
+PFP_HD bool k_is_valid(const T* K) {
+  for (int i = 0; i < 9; ++i)
+    if (!is_finite(K[i])) return false;
+  if (K[6] != T(0) || K[7] != T(0) || K[8] != T(1)) return false;
+  const T d = K[0] * K[4] - K[1] * K[3];
+  const T sc = tmax(tabs(K[0]), tmax(tabs(K[1]), tmax(tabs(K[3]), tabs(K[4]))));
+  return tabs(d) > T(1e-12) * sc * sc;
+}
+
+// A user init: finite and close to a rotation; projected onto SO(3).
+template <typename T>
+PFP_HD bool prepare_init(Pose<T>& P) {
+  for (int i = 0; i < 9; ++i)
+    if (!is_finite(P.R[i])) return false;
+  for (int i = 0; i < 3; ++i)
+    if (!is_finite(P.t[i])) return false;
+  if (!(det3(P.R) > T(0.5))) return false;
+  if (!orthonormalize3(P.R, 4)) return false;
+  T RtR_err = T(0);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      T s = T(0);
+      for (int k = 0; k < 3; ++k) s += P.R[3 * k + i] * P.R[3 * k + j];
+      RtR_err = tmax(RtR_err, tabs(s - (i == j ? T(1) : T(0))));
+    }
+  return RtR_err < T(1e-6);
+}
+
+constexpr int kMaxCandidates = 4;
+constexpr int kNumStarts = 24;
+
+// Global initial poses: minima of the object-space error over SO(3) from the 24 cube-group
+// starts; up to kMaxCandidates distinct ones whose error is within a factor 4 of the best
+// (small-N and planar problems have several comparable minima). Returns their number.
+template <typename T, typename Acc>
+PFP_HD int initial_candidates(Acc& acc, const T* K, Pose<T>* cands) {
+  T Kinv[9];
+  if (!inv3(K, Kinv)) return 0;
+  T mean[3];
+  acc.centroid(mean);
+  OmegaAccum<T> om;
+  acc.omega(mean, Kinv, om);
+  T Omega[81], P[27];
+  if (!omega_finish(om, Omega, P)) return 0;
+  T fbest[kMaxCandidates];
+  int n = 0;
+  for (int k = 0; k < kNumStarts; ++k) {
+    double Rd[9];
+    cube_rotation(k, Rd);
+    T R[9];
+    for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
+    const T f = so3_descent(Omega, R, 60);
+    if (!is_finite(f)) continue;
+    bool dup = false;  // the same minimum reached from another start
+    for (int c = 0; c < n && !dup; ++c) {
+      T diff = T(0);
+      for (int i = 0; i < 9; ++i) diff = tmax(diff, tabs(R[i] - cands[c].R[i]));
+      dup = diff < T(1e-5);
+      if (dup && f < fbest[c]) fbest[c] = f;
+    }
+    if (dup) continue;
+    // Insert sorted by f, keeping the best kMaxCandidates.
+    int pos = n < kMaxCandidates ? n : kMaxCandidates;
+    while (pos > 0 && f < fbest[pos - 1]) --pos;
+    if (pos >= kMaxCandidates) continue;
+    const int last = n < kMaxCandidates ? n : kMaxCandidates - 1;
+    for (int c = last; c > pos; --c) {
+      fbest[c] = fbest[c - 1];
+      cands[c] = cands[c - 1];
+    }
+    fbest[pos] = f;
+    for (int i = 0; i < 9; ++i) cands[pos].R[i] = R[i];
+    if (n < kMaxCandidates) ++n;
+  }
+  int kept = 0;
+  const T limit = T(4) * tmax(fbest[0], T(0)) + T(1e-12) * (tabs(Omega[0]) + tabs(Omega[40]) + tabs(Omega[80]));
+  for (int c = 0; c < n; ++c) {
+    if (fbest[c] > limit) break;
+    Pose<T>& C = cands[kept];
+    if (kept != c) C = cands[c];
+    // t = P r in centred coordinates; back to the user's frame: t - R mean.
+    T Rm[3];
+    matvec3(C.R, mean, Rm);
+    for (int i = 0; i < 3; ++i) {
+      T s = T(0);
+      for (int j = 0; j < 9; ++j) s += P[9 * i + j] * C.R[j];
+      C.t[i] = s - Rm[i];
+    }
+    ++kept;
+  }
+  return kept;
+}
+
+// Solve one problem. `K` row-major 3x3; `init` may be null.
+template <typename T, typename Acc>
+PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const SolverParams<T>& prm,
+                          ProblemResult<T>& res) {
+  for (int i = 0; i < 9; ++i) res.pose.R[i] = (i % 4 == 0) ? T(1) : T(0);
+  for (int i = 0; i < 3; ++i) res.pose.t[i] = T(0);
+  for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
+  res.cost = T(0);
+  res.iterations = 0;
+  res.status = kInvalidInput;
+  int n_active = 0;
+  if (!acc.check(n_active) || n_active < 4 || !k_is_valid(K)) return;
+
+  Pose<T> cands[kMaxCandidates];
+  int n_cands = 0;
+  if (init != nullptr) {
+    cands[0] = *init;
+    if (!prepare_init(cands[0])) return;
+    n_cands = 1;
+  }
+  // An init with points behind the camera cannot start the LM: fall back to the global
+  // initialisation, as for no init.
+  NormalEq<T> eq0;
+  if (n_cands == 1 && !acc.normal_eq(cands[0], false, eq0)) n_cands = 0;
+  if (n_cands == 0) n_cands = initial_candidates(acc, K, cands);
+
+  bool have = false, best_conv = false;
+  Pose<T> best;
+  T best_cost = T(0);
+  int32_t total_iters = 0;
+  for (int c = 0; c < n_cands; ++c) {
+    Pose<T> pose = cands[c];
+    NormalEq<T> eq;
+    if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;
+    int32_t iters = 0;
+    const bool conv = lm_refine(acc, prm, pose, eq, iters);
+    total_iters += iters;
+    if (!have || eq.cost < best_cost) {
+      have = true;
+      best = pose;
+      best_cost = eq.cost;
+      best_conv = conv;
+    }
+  }
+  res.iterations = total_iters;
+  res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite
+  if (!have) return;
+
+  NormalEq<T> ex;
+  if (best_conv)
+    newton_polish(acc, prm, best, ex);
+  else
+    acc.normal_eq(best, true, ex);
+  res.pose = best;
+  res.cost = ex.cost;
+  if (!spd_inverse6(ex.H, prm.pd_tol, res.cov)) {
+    for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
+    return;
+  }
+  res.status = best_conv ? kConverged : kMaxIterations;
+}
+
+// dL/dtheta from upstream gradients of R (3x3) and t: with dR = [dw]x R,
+// dL/dw_k = tr(G_R^T [e_k]x R), i.e. the axial vector of M - M^T for M = G_R R^T.
+template <typename T>
+PFP_HD void pose_cotangent(const T* R, const T* gR, const T* gt, T* gtheta) {
+  T M[9];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      M[3 * i + j] = gR[3 * i] * R[3 * j] + gR[3 * i + 1] * R[3 * j + 1] + gR[3 * i + 2] * R[3 * j + 2];
+  gtheta[0] = M[7] - M[5];
+  gtheta[1] = M[2] - M[6];
+  gtheta[2] = M[3] - M[1];
+  for (int k = 0; k < 3; ++k) gtheta[3 + k] = gt[k];
+}
+
+}  // namespace pfp

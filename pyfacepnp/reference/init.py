@@ -1,0 +1,143 @@
+"""Closed-form-style PnP initialisation in batched torch: the object-space "Omega"
+formulation of SQPnP (Terzakis & Lourakis, ECCV 2020), minimised over SO(3) from a few
+rotation starts.
+
+For normalised rays v_i = K^-1 [x_i, 1] and projectors Q_i = w_i (I - v_i v_i^T / |v_i|^2),
+the object-space error sum_i |Q_i (R X_i + t)|^2 is quadratic in r = vec(R) (row-major).
+Minimising over t in closed form gives t = P r and the error r^T Omega r with a 9x9
+Omega. We run a damped Gauss-Newton on SO(3) from the rotations nearest to Omega's three
+smallest eigenvectors (both signs, as SQPnP does) plus four fixed rotations, then keep the
+candidate with the lowest image-space cost among those in front of the camera. Planar
+scenes, N = 4..6 and any rotation are handled; everything runs in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyfacepnp.reference.objective import project, robust_rho
+from pyfacepnp.reference.so3 import skew, so3_exp
+
+_REFINE_ITERATIONS = 12
+
+
+def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
+    """The rotation closest to ``M`` in Frobenius norm, ``(..., 3, 3) -> (..., 3, 3)``."""
+    U, _, Vh = torch.linalg.svd(M)
+    d = torch.det(U @ Vh)
+    D = torch.ones_like(M[..., 0])
+    D[..., 2] = d.sign() + (d == 0).to(d.dtype)
+    return (U * D[..., None, :]) @ Vh
+
+
+def omega_matrices(points3d: torch.Tensor, points2d: torch.Tensor, K: torch.Tensor, w: torch.Tensor):
+    """Omega ``(B, 9, 9)`` and P ``(B, 3, 9)`` (with ``t = P r``) for centred, scaled points.
+
+    Args:
+        points3d: ``(B, N, 3)`` already centred and scaled object points.
+        points2d: ``(B, N, 2)`` pixels. K: ``(B, 3, 3)``. w: ``(B, N)`` scalar weights.
+    """
+    B, N, _ = points3d.shape
+    ones = torch.ones_like(points2d[..., :1])
+    v = torch.cat([points2d, ones], -1) @ torch.linalg.inv(K).transpose(-1, -2)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device)
+    Q = w[..., None, None] * (eye - v[..., :, None] * v[..., None, :] / (v * v).sum(-1)[..., None, None])
+    Qf = Q.reshape(B, N, 9).transpose(1, 2)  # (B, 9[a,b], N)
+    XX = (points3d[..., :, None] * points3d[..., None, :]).reshape(B, N, 9)  # [k,l]
+    T = (Qf @ XX).reshape(B, 3, 3, 3, 3).permute(0, 1, 3, 2, 4).reshape(B, 9, 9)
+    M = (Qf @ points3d).reshape(B, 3, 3, 3).reshape(B, 3, 9)  # [a, (b, l)]
+    S = Q.sum(1)
+    P = -torch.linalg.solve(S, M)
+    omega = T + M.transpose(1, 2) @ P
+    return 0.5 * (omega + omega.transpose(1, 2)), P
+
+
+def _refine_on_so3(R: torch.Tensor, omega: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Damped Gauss-Newton on f(R) = vec(R)^T Omega vec(R) over rotations ``(M, 3, 3)``."""
+    M = R.shape[0]
+    gens = skew(torch.eye(3, dtype=R.dtype, device=R.device))  # [e_k]x, (3, 3, 3)
+    f = lambda R_: (R_.reshape(M, 1, 9) @ omega @ R_.reshape(M, 9, 1)).reshape(M)  # noqa: E731
+    fR = f(R)
+    mu = torch.full_like(fR, 1e-6)
+    eye3 = torch.eye(3, dtype=R.dtype, device=R.device)
+    for _ in range(iterations):
+        J = (gens[None] @ R[:, None]).reshape(M, 3, 9).transpose(1, 2)  # (M, 9, 3)
+        OJ = omega @ J
+        g = (OJ.transpose(1, 2) @ R.reshape(M, 9, 1)).squeeze(-1)
+        H = J.transpose(1, 2) @ OJ
+        scale = H.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-300) / 3
+        step = -torch.linalg.solve(H + (mu * scale)[:, None, None] * eye3, g)
+        Rn = so3_exp(step) @ R
+        fn = f(Rn)
+        ok = fn < fR
+        R = torch.where(ok[:, None, None], Rn, R)
+        fR = torch.where(ok, fn, fR)
+        mu = torch.where(ok, (mu / 10).clamp_min(1e-12), mu * 10)
+    return R
+
+
+def _fixed_starts(dtype, device) -> torch.Tensor:
+    I = torch.eye(3, dtype=dtype, device=device)
+    flips = [torch.diag(torch.tensor(d, dtype=dtype, device=device)) for d in ([1, -1, -1], [-1, 1, -1], [-1, -1, 1])]
+    return torch.stack([I, *flips])
+
+
+@torch.no_grad()
+def omega_initialisation(
+    points3d: torch.Tensor,
+    points2d: torch.Tensor,
+    K: torch.Tensor,
+    weights: torch.Tensor,
+    loss: str = "l2",
+    huber_delta: float = 1.0,
+):
+    """Initial poses for batched PnP without a starting guess.
+
+    Args:
+        points3d: ``(B, N, 3)`` object points.
+        points2d: ``(B, N, 2)`` pixels.
+        K: ``(B, 3, 3)`` intrinsics.
+        weights: ``(B, N, 2)`` per-axis weights (their mean weights the object-space error).
+        loss, huber_delta: the image-space objective used to pick among candidates.
+
+    Returns:
+        ``(R (B, 3, 3), t (B, 3))`` in the input dtype; not differentiable.
+
+    Example:
+        >>> X = torch.randn(2, 8, 3, dtype=torch.float64)
+        >>> K = torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+        >>> x = (X + torch.tensor([0.0, 0, 5], dtype=torch.float64)) @ K.transpose(1, 2)
+        >>> R, t = omega_initialisation(X, x[..., :2] / x[..., 2:], K, torch.ones(2, 8, 2, dtype=torch.float64))
+        >>> torch.allclose(t, torch.tensor([0.0, 0, 5], dtype=torch.float64).expand(2, 3), atol=1e-6)
+        True
+    """
+    out_dtype = points3d.dtype
+    X, x, K, w2 = (a.detach().to(torch.float64) for a in (points3d, points2d, K, weights))
+    w = w2.mean(-1)
+    B, N, _ = X.shape
+    wsum = w.sum(-1, keepdim=True).clamp_min(1e-300)
+    c = (w[..., None] * X).sum(1) / wsum
+    Xc = X - c[:, None]
+    s = ((w * (Xc * Xc).sum(-1)).sum(-1, keepdim=True) / wsum).sqrt().clamp_min(1e-300)
+    Xn = Xc / s[..., None]
+    # Normalise w so that Omega is O(1) whatever the weights' scale.
+    omega, P = omega_matrices(Xn, x, K, w / wsum)
+
+    evecs = torch.linalg.eigh(omega)[1][..., :3].transpose(1, 2).reshape(B, 3, 3, 3)
+    from_eig = nearest_rotation(torch.cat([evecs, -evecs], 1) * 3**0.5)  # (B, 6, 3, 3)
+    starts = torch.cat([from_eig, _fixed_starts(X.dtype, X.device).expand(B, 4, 3, 3)], 1)
+    S = starts.shape[1]
+    Rc = _refine_on_so3(starts.reshape(B * S, 3, 3), omega.repeat_interleave(S, 0), _REFINE_ITERATIONS)
+    Rc = Rc.reshape(B, S, 3, 3)
+    tn = (P[:, None] @ Rc.reshape(B, S, 9, 1)).squeeze(-1)  # (B, S, 3), for normalised points
+    tc = s[:, None] * tn - (Rc @ c[:, None, :, None]).squeeze(-1)
+
+    uv, z = project(Rc, tc, X[:, None], K[:, None])
+    r = uv - x[:, None]
+    cost = 0.5 * robust_rho((w2[:, None] * r * r).sum(-1), loss, huber_delta).sum(-1)
+    used = (w > 0)[:, None]
+    in_front = ((z > 0) | ~used).all(-1) & torch.isfinite(cost)
+    cost = torch.where(in_front, cost, torch.where(torch.isfinite(cost), cost + 1e300, torch.full_like(cost, float("inf"))))
+    best = cost.argmin(1)
+    idx = torch.arange(B, device=X.device)
+    return Rc[idx, best].to(out_dtype), tc[idx, best].to(out_dtype)

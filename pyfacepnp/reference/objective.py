@@ -1,0 +1,125 @@
+"""The PnP objective in plain torch: projection, robust loss, cost, residual Jacobians.
+
+    E = 1/2 sum_i rho(s_i),   s_i = w_i0 r_i0^2 + w_i1 r_i1^2,   r_i = pi(K (R X_i + t)) - x_i
+
+with ``rho(s) = s`` (``"l2"``) or Huber ``rho(s) = s if s <= d^2 else 2 d sqrt(s) - d^2``.
+Pose perturbations are local: ``R <- exp([dw]x) R``, ``t <- t + dt``, theta = (dw, dt).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyfacepnp.reference.so3 import skew
+
+LOSSES = ("l2", "huber")
+
+
+def expand_weights(weights: torch.Tensor | None, points2d: torch.Tensor) -> torch.Tensor:
+    """Per-axis weights ``(..., N, 2)`` from ``None``, ``(..., N)`` or ``(..., N, 2)``."""
+    if weights is None:
+        return torch.ones_like(points2d)
+    if weights.shape[-1:] == points2d.shape[-2:-1] and weights.dim() == points2d.dim() - 1:
+        return weights[..., None].expand(*weights.shape, 2)
+    return weights
+
+
+def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.Tensor):
+    """Pixel projections and depths of ``points3d`` under the pose ``(R, t)``.
+
+    Args:
+        R: ``(..., 3, 3)`` rotations, t: ``(..., 3)`` translations.
+        points3d: ``(..., N, 3)`` object points.
+        K: ``(..., 3, 3)`` intrinsics (last row ``[0, 0, 1]``).
+
+    Returns:
+        ``(pixels (..., N, 2), depth (..., N))``; depth is the third row of ``K x_cam``.
+
+    Example:
+        >>> K = torch.tensor([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]])
+        >>> uv, z = project(torch.eye(3), torch.tensor([0.0, 0, 2]), torch.tensor([[0.2, 0, 0]]), K)
+        >>> uv
+        tensor([[60., 50.]])
+    """
+    x_cam = points3d @ R.transpose(-1, -2) + t[..., None, :]
+    p = x_cam @ K.transpose(-1, -2)
+    z = p[..., 2]
+    return p[..., :2] / z[..., None], z
+
+
+def robust_rho(s: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
+    """``rho(s)``; the Huber branch takes sqrt of a clamped value so gradients stay finite."""
+    if loss == "l2":
+        return s
+    d2 = delta * delta
+    return torch.where(s <= d2, s, 2 * delta * s.clamp_min(d2).sqrt() - d2)
+
+
+def robust_weight(s: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
+    """``rho'(s)``: the per-point factor of the gradient and of the Gauss-Newton Hessian."""
+    if loss == "l2":
+        return torch.ones_like(s)
+    d2 = delta * delta
+    return torch.where(s <= d2, torch.ones_like(s), delta / s.clamp_min(d2).sqrt())
+
+
+def reprojection_cost(
+    R: torch.Tensor,
+    t: torch.Tensor,
+    points3d: torch.Tensor,
+    points2d: torch.Tensor,
+    K: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    loss: str = "l2",
+    huber_delta: float = 1.0,
+) -> torch.Tensor:
+    """The PnP objective ``E = 1/2 sum_i rho(w_i . r_i^2)`` at the given poses.
+
+    Batched and differentiable with respect to every tensor argument; leading batch
+    dimensions broadcast. Points with zero weight contribute nothing.
+
+    Args:
+        R: ``(..., 3, 3)`` rotations (camera from object).
+        t: ``(..., 3)`` translations.
+        points3d: ``(..., N, 3)`` object points.
+        points2d: ``(..., N, 2)`` observed pixels.
+        K: ``(..., 3, 3)`` intrinsics.
+        weights: ``None``, ``(..., N)`` or per-axis ``(..., N, 2)`` non-negative weights.
+        loss: ``"l2"`` or ``"huber"``.
+        huber_delta: Huber threshold ``d`` on ``sqrt(s)`` (pixels for unit weights).
+
+    Returns:
+        ``(...)`` costs.
+
+    Example:
+        >>> K = torch.tensor([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]])
+        >>> X = torch.tensor([[0.2, 0, 0]]); x = torch.tensor([[61.0, 50.0]])
+        >>> reprojection_cost(torch.eye(3), torch.tensor([0.0, 0, 2]), X, x, K)
+        tensor(0.5000)
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    uv, _ = project(R, t, points3d, K)
+    r = uv - points2d
+    s = (expand_weights(weights, points2d) * r * r).sum(-1)
+    return 0.5 * robust_rho(s, loss, huber_delta).sum(-1)
+
+
+def residual_jacobian(R, t, points3d, K):
+    """Projections, depths and the Jacobian of the pixels w.r.t. the local pose theta.
+
+    ``d x_cam / d dw = -[R X]x`` and ``d x_cam / d dt = I``; ``d u / d x_cam =
+    (K[:2] - u K[2]) / z``.
+
+    Returns:
+        ``(pixels (..., N, 2), depth (..., N), J (..., N, 2, 6))``.
+    """
+    rx = points3d @ R.transpose(-1, -2)
+    x_cam = rx + t[..., None, :]
+    p = x_cam @ K.transpose(-1, -2)
+    z = p[..., 2]
+    uv = p[..., :2] / z[..., None]
+    du_dx = (K[..., None, :2, :] - uv[..., :, None] * K[..., None, 2:3, :]) / z[..., None, None]
+    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand(*rx.shape[:-1], 3, 3)
+    dx_dtheta = torch.cat([-skew(rx), eye], dim=-1)
+    return uv, z, du_dx @ dx_dtheta

@@ -1,0 +1,252 @@
+"""Batched PnP by Levenberg-Marquardt in plain torch ops: the independent reference for
+``pyfacepnp.solve_pnp`` and the stand-in for solvers written in torch ops.
+
+One loop over iterations, none over problems: every problem takes its own damped step,
+accepts or rejects it, and freezes once converged (``torch.where`` masks). Gradients are
+those of plain autograd through the unrolled iterations (the initialisation is detached),
+which approach the implicit gradient as the iterations contract onto the optimum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyfacepnp.reference.init import omega_initialisation
+from pyfacepnp.reference.objective import (
+    LOSSES,
+    expand_weights,
+    project,
+    reprojection_cost,
+    residual_jacobian,
+    robust_rho,
+    robust_weight,
+)
+from pyfacepnp.reference.result import PnPResult, PnPStatus
+from pyfacepnp.reference.so3 import so3_exp
+
+_LAMBDA0, _LAMBDA_MIN, _LAMBDA_MAX = 1e-4, 1e-12, 1e12
+
+
+def _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations):
+    for name, x, last in (("points3d", points3d, 3), ("points2d", points2d, 2)):
+        if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] != last:
+            raise ValueError(f"{name} must have shape (..., N, {last}), got {tuple(getattr(x, 'shape', ()))}")
+        if x.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    if points3d.shape[-2] != points2d.shape[-2]:
+        raise ValueError(
+            f"points3d and points2d must have the same N, got {points3d.shape[-2]} and {points2d.shape[-2]}"
+        )
+    if points3d.shape[-2] < 4:
+        raise ValueError(f"PnP needs N >= 4 points, got points3d of shape {tuple(points3d.shape)}")
+    if not isinstance(K, torch.Tensor) or K.shape[-2:] != (3, 3):
+        raise ValueError(f"K must have shape (..., 3, 3), got {tuple(getattr(K, 'shape', ()))}")
+    n = points3d.shape[-2]
+    if weights is not None and weights.shape[-1:] != (n,) and weights.shape[-2:] != (n, 2):
+        raise ValueError(f"weights must have shape (..., N) or (..., N, 2) with N={n}, got {tuple(weights.shape)}")
+    if init is not None and (
+        len(init) != 2 or init[0].shape[-2:] != (3, 3) or init[1].shape[-1:] != (3,)
+    ):
+        raise ValueError("init must be a tuple (R (..., 3, 3), t (..., 3))")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not huber_delta > 0:
+        raise ValueError(f"huber_delta must be > 0, got {huber_delta}")
+    if max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+
+
+def _invalid_problems(X, x, K, w):
+    """Per-problem flags: non-finite values, negative weights or an unusable K."""
+    finite = torch.isfinite(X).flatten(1).all(1) & torch.isfinite(x).flatten(1).all(1)
+    finite &= torch.isfinite(K).flatten(1).all(1) & torch.isfinite(w).flatten(1).all(1)
+    last_row = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
+    k_ok = (K[:, 2] == last_row).all(1) & (torch.det(K[:, :2, :2]).abs() > 0)
+    return ~(finite & k_ok & (w >= 0).flatten(1).all(1))
+
+
+def _exact_hessian(R, t, X, x, K, w, loss, delta):
+    """``d^2 E / d theta^2`` at ``(R, t)`` by double autograd, ``(B, 6, 6)``."""
+    with torch.enable_grad():
+        theta = torch.zeros(R.shape[0], 6, dtype=R.dtype, device=R.device, requires_grad=True)
+        Rl = so3_exp(theta[:, :3]) @ R
+        E = reprojection_cost(Rl, t + theta[:, 3:], X, x, K, w, loss, delta).sum()
+        (g,) = torch.autograd.grad(E, theta, create_graph=True)
+        rows = [torch.autograd.grad(g[:, k].sum(), theta, retain_graph=k < 5)[0] for k in range(6)]
+    H = torch.stack(rows, 1)
+    return 0.5 * (H + H.transpose(1, 2))
+
+
+def solve_pnp_reference(
+    points3d: torch.Tensor,
+    points2d: torch.Tensor,
+    K: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    *,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    loss: str = "l2",
+    huber_delta: float = 1.0,
+    max_iterations: int = 100,
+    tolerance: float = 1e-10,
+) -> PnPResult:
+    """Solve batched PnP by Levenberg-Marquardt on the reprojection objective.
+
+    Minimises ``E = 1/2 sum_i rho(w_i . ||pi(K (R X_i + t)) - x_i||^2)`` per problem,
+    with the same conventions as :func:`pyfacepnp.solve_pnp` (OpenCV's camera model,
+    local pose updates ``R <- exp([dw]x) R``, ``t <- t + dt``). Without ``init`` the pose
+    starts from :func:`omega_initialisation`. A problem stops when the Newton decrement
+    or an accepted decrease of the cost falls below ``tolerance`` times the cost (at
+    least ten machine epsilons of the dtype), when its cost reaches the rounding floor of
+    the pixels, or when no damped step lowers the cost any more.
+
+    Problems with non-finite inputs, negative weights or a K whose last row is not
+    ``[0, 0, 1]`` get ``status = INVALID_INPUT``; fewer than four weighted points or a
+    Hessian that is not positive definite at the solution give ``DEGENERATE``. Such
+    problems return ``R = I``, ``t = 0``, ``cost = inf``, zero covariance and zero
+    gradients; they never affect other problems.
+
+    Args:
+        points3d: ``(..., N, 3)`` object points, N >= 4.
+        points2d: ``(..., N, 2)`` pixels.
+        K: ``(..., 3, 3)`` intrinsics; leading dims broadcast with the points'.
+        weights: ``None``, ``(..., N)`` or per-axis ``(..., N, 2)``, non-negative.
+        init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose (not differentiated).
+        loss: ``"l2"`` or ``"huber"``.
+        huber_delta: Huber threshold on ``sqrt(w . r^2)``.
+        max_iterations: LM iterations at most (rejected steps count).
+        tolerance: relative convergence tolerance.
+
+    Returns:
+        :class:`PnPResult` with ``R (..., 3, 3)``, ``t (..., 3)``, ``cost (...)``,
+        ``iterations (...)`` int32, ``status (...)`` int32 (:class:`PnPStatus`) and
+        ``covariance (..., 6, 6)``, the inverse exact Hessian of E in (dw, dt).
+
+    Example:
+        >>> X = torch.randn(4, 10, 3, dtype=torch.float64)
+        >>> K = torch.tensor([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]], dtype=torch.float64)
+        >>> p = (X + torch.tensor([0.1, 0, 6], dtype=torch.float64)) @ K.T
+        >>> res = solve_pnp_reference(X, p[..., :2] / p[..., 2:], K)
+        >>> bool((res.status == 0).all()), bool(torch.allclose(res.t[:, 2], torch.full((4,), 6.0, dtype=torch.float64)))
+        (True, True)
+    """
+    _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations)
+    n = points3d.shape[-2]
+    w = expand_weights(weights, points2d)
+    shapes = [points3d.shape[:-2], points2d.shape[:-2], K.shape[:-2], w.shape[:-2]]
+    if init is not None:
+        shapes += [init[0].shape[:-2], init[1].shape[:-1]]
+    batch = torch.broadcast_shapes(*shapes)
+    X = points3d.expand(*batch, n, 3).reshape(-1, n, 3)
+    x = points2d.expand(*batch, n, 2).reshape(-1, n, 2)
+    Kb = K.expand(*batch, 3, 3).reshape(-1, 3, 3)
+    w = w.to(X.dtype).expand(*batch, n, 2).reshape(-1, n, 2)
+    B, dtype, device = X.shape[0], X.dtype, X.device
+    eye = torch.eye(3, dtype=dtype, device=device)
+
+    # Bad problems are swapped for a harmless one so no inf/NaN enters the batched math.
+    invalid = _invalid_problems(X, x, Kb, w)
+    degenerate = ~invalid & ((w.sum(-1) > 0).sum(-1) < 4)
+    bad = invalid | degenerate
+    if bool(bad.any()):
+        dX = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]], dtype=dtype, device=device)
+        dX = torch.cat([dX, dX.new_zeros(n - 4, 3)]) + torch.tensor([0, 0, 4.0], dtype=dtype, device=device)
+        dx = dX[:, :2] / dX[:, 2:]
+        m3, m2 = bad[:, None, None], bad[:, None, None]
+        X = torch.where(m3, dX, X)
+        x = torch.where(m2, dx, x)
+        Kb = torch.where(m3, eye, Kb)
+        w = torch.where(m2, torch.ones_like(w), w)
+
+    if init is None:
+        R, t = omega_initialisation(X, x, Kb, w, loss, huber_delta)
+    else:
+        R = init[0].detach().to(dtype).expand(*batch, 3, 3).reshape(-1, 3, 3)
+        t = init[1].detach().to(dtype).expand(*batch, 3).reshape(-1, 3)
+
+    used = w.sum(-1) > 0
+    scale = x.detach().abs().amax((1, 2)) + 1
+    eps = torch.finfo(dtype).eps
+    floor = 0.5 * (8 * eps * scale) ** 2 * w.detach().sum((1, 2))
+    tol = max(float(tolerance), 10 * eps)
+
+    def cost_of(R_, t_):
+        uv, z = project(R_, t_, X, Kb)
+        r = uv - x
+        E = 0.5 * robust_rho((w * r * r).sum(-1), loss, huber_delta).sum(-1)
+        ok = ((z > 0) | ~used).all(-1) & torch.isfinite(E)
+        return torch.where(ok, E, torch.full_like(E, float("inf")))
+
+    E = cost_of(R, t)
+    lam = torch.full((B,), _LAMBDA0, dtype=dtype, device=device)
+    no_start = ~bad & ~torch.isfinite(E)  # every initial candidate behind the camera
+    active = ~bad & ~no_start
+    converged = torch.zeros(B, dtype=torch.bool, device=device)
+    iterations = torch.zeros(B, dtype=torch.int32, device=device)
+    eye6 = torch.eye(6, dtype=dtype, device=device)
+    for _ in range(max_iterations):
+        done = active & (E.detach() <= floor)
+        converged |= done
+        active &= ~done
+        if not bool(active.any()):
+            break
+        uv, _, J = residual_jacobian(R, t, X, Kb)
+        r = uv - x
+        s = (w * r * r).sum(-1)
+        Wr = w * robust_weight(s, loss, huber_delta)[..., None]  # (B, N, 2)
+        Jf = J.reshape(B, 2 * n, 6)
+        WJ = (Wr.reshape(B, 2 * n, 1) * Jf).transpose(1, 2)  # (B, 6, 2N)
+        g = (WJ @ r.reshape(B, 2 * n, 1)).squeeze(-1)
+        H = WJ @ Jf
+        # Newton decrement g^T H^-1 g / 2: the cost reduction a full step would predict.
+        gd = g.detach()
+        newton, info = torch.linalg.solve_ex(H.detach(), gd[:, :, None])
+        decrement = 0.5 * (gd * newton.squeeze(-1)).sum(-1)
+        done = active & (info == 0) & (decrement <= tol * E.detach())
+        converged |= done
+        active &= ~done
+        if not bool(active.any()):
+            break
+        iterations += active.to(torch.int32)
+        dH = H.detach().diagonal(dim1=1, dim2=2)
+        damping = torch.diag_embed(lam[:, None] * dH + 1e-12 * dH.amax(-1, keepdim=True))
+        step = -torch.linalg.solve(H + damping, g)
+        R_new = so3_exp(step[:, :3]) @ R
+        t_new = t + step[:, 3:]
+        E_new = cost_of(R_new, t_new)
+        accept = active & (E_new < E)
+        decrease = (E - E_new).detach()
+        stalled = accept & (decrease <= tol * E.detach())
+        R = torch.where(accept[:, None, None], R_new, R)
+        t = torch.where(accept[:, None], t_new, t)
+        E = torch.where(accept, E_new, E)
+        lam = torch.where(accept, (lam / 10).clamp_min(_LAMBDA_MIN), lam * 10)
+        # No damped step lowers the cost: the pose is at the dtype's resolution.
+        done = stalled | (active & (lam > _LAMBDA_MAX))
+        converged |= done
+        active &= ~done
+
+    status = torch.full((B,), int(PnPStatus.MAX_ITERATIONS), dtype=torch.int32, device=device)
+    status[converged] = int(PnPStatus.CONVERGED)
+    cost = reprojection_cost(R, t, X, x, Kb, w, loss, huber_delta)
+    H = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), Kb.detach(), w.detach(), loss, huber_delta)
+    L, info = torch.linalg.cholesky_ex(H)
+    pd = (info == 0) & torch.isfinite(H).flatten(1).all(1)
+    covariance = torch.where(pd[:, None, None], torch.cholesky_inverse(torch.where(pd[:, None, None], L, eye6)), 0.0)
+    status[~pd | degenerate | no_start] = int(PnPStatus.DEGENERATE)
+    status[invalid] = int(PnPStatus.INVALID_INPUT)
+
+    # Failed problems: fixed outputs, so no gradient reaches their inputs.
+    failed = status >= PnPStatus.DEGENERATE
+    if bool(failed.any()):
+        R = torch.where(failed[:, None, None], eye, R)
+        t = torch.where(failed[:, None], 0.0, t)
+        cost = torch.where(failed, float("inf"), cost)
+        covariance = torch.where(failed[:, None, None], 0.0, covariance)
+    return PnPResult(
+        R.reshape(*batch, 3, 3),
+        t.reshape(*batch, 3),
+        cost.reshape(batch),
+        iterations.reshape(batch),
+        status.reshape(batch),
+        covariance.reshape(*batch, 6, 6),
+    )

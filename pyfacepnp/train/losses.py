@@ -1,0 +1,76 @@
+"""Training losses of the two stages. Lengths in millimetres, pixels in crop pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pyfacepnp.models.pose import to_camera
+
+MM = 1000.0  # metres -> millimetres
+
+
+def vertex_l1(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Mean absolute vertex-coordinate error in mm, per sample ``(B,)``."""
+    return (pred - gt).abs().mean(dim=(-1, -2)) * MM
+
+
+def gaussian_nll(pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``target`` under N(pred, exp(log_var)), per sample ``(B,)``.
+
+    ``log_var`` is per axis ``(B, N, 2)`` or per point ``(B, N)`` (isotropic 2D Gaussian);
+    constants are dropped. Per point and axis, the minimiser is ``exp(log_var) = r^2``.
+    """
+    r2 = (pred - target) ** 2
+    if log_var.dim() == pred.dim():
+        nll = 0.5 * (r2 * torch.exp(-log_var) + log_var)
+        return nll.mean(dim=(-1, -2))
+    nll = 0.5 * r2.sum(-1) * torch.exp(-log_var) + log_var
+    return nll.mean(dim=-1) / 2.0
+
+
+def edges_from_triangles(triangles) -> torch.Tensor:
+    """Unique undirected edges ``(E, 2)`` of a triangle list ``(T, 3)``."""
+    tri = np.asarray(triangles, dtype=np.int64)
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]], 0)
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    return torch.from_numpy(e)
+
+
+def edge_length_l1(pred: torch.Tensor, gt: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of mesh edge lengths in mm, per sample ``(B,)``."""
+    def lengths(v):
+        return (v[..., edges[:, 0], :] - v[..., edges[:, 1], :]).norm(dim=-1)
+
+    return (lengths(pred) - lengths(gt)).abs().mean(dim=-1) * MM
+
+
+def mean_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean per-vertex Euclidean distance in mm, per sample ``(B,)``."""
+    return (a - b).norm(dim=-1).mean(dim=-1) * MM
+
+
+def wcpa_terms(pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t) -> dict:
+    """The three distances of the WCPA score, per sample ``(B,)`` in mm, differentiable.
+
+    With X1 = GT shape under GT pose, X2 = predicted shape under predicted pose, X3 = GT
+    shape under predicted pose, X4 = predicted shape under GT pose: ``camera`` = d(X1, X2),
+    ``gt_shape_pose`` = d(X1, X3), ``shape`` = d(X1, X4). The challenge score is
+    ``camera + gt_shape_pose + 10 * shape``.
+    """
+    x1 = to_camera(gt_vertices, gt_R, gt_t)
+    x2 = to_camera(pred_vertices, pred_R, pred_t)
+    x3 = to_camera(gt_vertices, pred_R, pred_t)
+    x4 = to_camera(pred_vertices, gt_R, gt_t)
+    return {"camera": mean_distance(x1, x2), "gt_shape_pose": mean_distance(x1, x3),
+            "shape": mean_distance(x1, x4)}
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` (0 with a zero gradient path when the mask is empty).
+
+    Masked-out entries are replaced (not multiplied) so a NaN in them cannot leak.
+    """
+    m = mask.to(values.dtype)
+    safe = torch.where(mask, values, torch.zeros_like(values))
+    return safe.sum() / m.sum().clamp_min(1.0)

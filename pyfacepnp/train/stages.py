@@ -1,0 +1,234 @@
+"""The pipeline's training stages and the entry point that runs them in order.
+
+1. ``detector``: coarse 68-landmark detector on the downscaled frame (L1).
+2. ``stage1``: the two branches on their own: vertex L1 + Gaussian NLL of every vertex's
+   crop pixel + edge-length L1.
+3. ``stage2``: end to end through ``solve_pnp`` (weights 1/sigma^2): the WCPA
+   camera-space distances, averaged over the samples whose PnP converged, plus the
+   stage-1 terms at a small weight so sigma stays a calibrated uncertainty.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import torch
+from torch import nn
+
+import pyfacepnp
+from pyfacepnp.config import RunConfig
+from pyfacepnp.models.coords import pixels_to_normalized
+from pyfacepnp.models.detector import LandmarkDetector
+from pyfacepnp.models.face_net import FaceNet
+from pyfacepnp.models.pose import project_points, solve_pose
+from pyfacepnp.train import losses as L
+from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
+from pyfacepnp.train.data import load_split
+from pyfacepnp.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from pyfacepnp.train.loop import Stage, run_stage
+
+
+def build_models(cfg: RunConfig, face_model) -> tuple[LandmarkDetector, FaceNet]:
+    """The detector and the two-branch network sized by ``cfg.model`` / ``cfg.data``."""
+    m = cfg.model
+    det = LandmarkDetector(cfg.data.detector_size, m.detector_widths, m.detector_depths,
+                           m.detector_widths[0], m.head_hidden)
+    net = FaceNet(face_model, cfg.data.crop_size, m.widths, m.depths, m.stem_width,
+                  m.head_hidden, m.sigma)
+    return det, net
+
+
+def default_face_model():
+    from pyfacepnp.data.face_model import get_face_model
+
+    return get_face_model()
+
+
+def photometric(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """uint8 images -> float [0, 1] with random per-sample gain, bias and colour cast."""
+    x = images.float() / 255.0
+    b = x.shape[0]
+    gain = 1.0 + 0.25 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+    bias = 0.08 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+    cast = 1.0 + 0.08 * (2 * torch.rand(b, 3, 1, 1, generator=gen) - 1)
+    return (x * gain * cast + bias).clamp(0, 1).to(images.device)
+
+
+def gt_crop_landmarks(batch: dict) -> torch.Tensor:
+    """Crop pixels ``(B, N, 2)`` of every GT vertex (the landmark branch's target)."""
+    img = project_points(batch["vertices"], batch["R"], batch["t"], batch["K"])
+    return pyfacepnp.warp_points(img, batch["crop_affine"])
+
+
+def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator):
+    """L1 of the detector's normalised landmarks; metric: mean error in frame pixels."""
+    small = photometric(batch["small"], gen)
+    pred = pixels_to_normalized(model(small), small.shape[-1])  # it answers in input pixels
+    size = batch["frame_size"].reshape(-1, 1, 1)
+    target = pixels_to_normalized(batch["landmarks68"], size)
+    px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
+    return (pred - target).abs().mean(), {"lm68_px": float(px)}
+
+
+def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Per-sample stage-1 loss ``(B,)`` and its metrics."""
+    tc = cfg.train
+    target = gt_crop_landmarks(batch)
+    l_vert = L.vertex_l1(pred["vertices"], batch["vertices"])
+    l_nll = L.gaussian_nll(pred["landmarks"], pred["log_var"], target)
+    l_edge = L.edge_length_l1(pred["vertices"], batch["vertices"], edges)
+    per_sample = tc.vertex_weight * l_vert + tc.nll_weight * l_nll + tc.edge_weight * l_edge
+    with torch.no_grad():
+        lm_px = (pred["landmarks"] - target).norm(dim=-1).mean()
+        sigma = torch.exp(0.5 * pred["log_var"]).median()
+    return per_sample, {"vertex_l1_mm": float(l_vert.mean()), "nll": float(l_nll.mean()),
+                        "edge_mm": float(l_edge.mean()), "lm_px": float(lm_px),
+                        "sigma_px": float(sigma)}
+
+
+def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor):
+    def loss_fn(model, batch, gen):
+        pred = model(photometric(batch["crop"], gen))
+        per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        return per_sample.mean(), metrics
+
+    return loss_fn
+
+
+def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
+    tc = cfg.train
+
+    def loss_fn(model, batch, gen):
+        pred = model(photometric(batch["crop"], gen))
+        pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
+                          batch["K"], max_iterations=tc.pnp_max_iterations)
+        ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
+        terms = L.wcpa_terms(pred["vertices"], pose.R, pose.t, batch["vertices"], batch["R"], batch["t"])
+        cam = (tc.camera_weight * terms["camera"] + tc.gt_shape_pose_weight * terms["gt_shape_pose"]
+               + tc.shape_weight * terms["shape"])
+        branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        loss = L.masked_mean(cam, ok) + tc.stage2_branch_weight * branch.mean()
+        with torch.no_grad():
+            score = terms["camera"] + terms["gt_shape_pose"] + 10 * terms["shape"]
+            metrics.update(wcpa=float(L.masked_mean(score, ok)),
+                           camera_mm=float(L.masked_mean(terms["camera"], ok)),
+                           pnp_failed=float((~ok).float().mean()))
+        return loss, metrics
+
+    return loss_fn
+
+
+def train_statistics(train) -> dict:
+    """Means used to initialise the heads and the trivial baseline (from the train split)."""
+    t = train.tensors
+    lm_crop = gt_crop_landmarks({k: t[k] for k in ("vertices", "R", "t", "K", "crop_affine")})
+    R_mean = t["R"].mean(0)
+    U, _, Vh = torch.linalg.svd(R_mean)
+    R_proj = U @ torch.diag(torch.tensor([1.0, 1.0, float(torch.linalg.det(U @ Vh))])) @ Vh
+    return {"mean_crop_landmarks": lm_crop.mean(0), "mean_R": R_proj, "mean_t": t["t"].mean(0),
+            "mean_vertices": t["vertices"].mean(0)}
+
+
+def _with_frame_size(batch_source, size: int):
+    """Attach the frame size to each batch of an in-memory split (the detector's target scale)."""
+    batch_source.tensors["frame_size"] = torch.full((len(batch_source),), float(size))
+    return batch_source
+
+
+def run_training(cfg: RunConfig, resume: bool = False, face_model=None, stop_after: dict | None = None,
+                 info: DistInfo | None = None) -> dict:
+    """Train detector, stage 1 and stage 2; write ``<run>/model.pt`` and ``train_summary.json``.
+
+    Works in a single process or under ``torchrun`` (DDP; gloo on CPU, NCCL on GPU).
+    ``stop_after`` maps a stage name to a step count at which to stop (resume tests).
+
+    Returns:
+        dict with each stage's summary and the path of the model bundle.
+    """
+    own_group = info is None
+    info = info or init_distributed(cfg.device)
+    try:
+        return _run_training(cfg, resume, face_model, stop_after or {}, info)
+    finally:
+        if own_group:
+            shutdown(info)
+
+
+def _run_training(cfg, resume, face_model, stop_after, info):
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.train.seed)
+    if info.is_main:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        cfg.save(os.path.join(cfg.run_dir, "config.json"))
+    face_model = face_model or default_face_model()
+    train = load_split(cfg.data, "train", info)
+    _with_frame_size(train, cfg.data.image_size)
+    stats = train_statistics(train)
+    det, net = build_models(cfg, face_model)
+    det.set_mean_landmarks(pixels_to_normalized(train.tensors["landmarks68"], cfg.data.image_size).mean(0))
+    net.landmark_head.set_mean_landmarks(stats["mean_crop_landmarks"])
+    edges = L.edges_from_triangles(face_model.triangles)
+
+    summaries = {}
+    summaries["detector"] = run_stage(Stage("detector", det, cfg.train.detector_steps,
+                                            cfg.train.detector_lr, detector_loss),
+                                      cfg, train, info, resume, stop_after.get("detector"))
+    if summaries["detector"]["steps"] < cfg.train.detector_steps:
+        return {"stages": summaries, "stopped": True}
+    summaries["stage1"] = run_stage(Stage("stage1", net, cfg.train.stage1_steps, cfg.train.lr,
+                                          make_stage1_loss(cfg, edges)),
+                                    cfg, train, info, resume, stop_after.get("stage1"))
+    if any(s["steps"] < _steps(cfg, s["stage"]) for s in summaries.values()):
+        return {"stages": summaries, "stopped": True}
+    net2 = copy.deepcopy(net)
+    summaries["stage2"] = run_stage(Stage("stage2", net2, cfg.train.stage2_steps, cfg.train.stage2_lr,
+                                          make_stage2_loss(cfg, edges)),
+                                    cfg, train, info, resume, stop_after.get("stage2"))
+    if summaries["stage2"]["steps"] < cfg.train.stage2_steps:
+        return {"stages": summaries, "stopped": True}
+    # A skipped (already finished) stage left its weights in its checkpoint: load them.
+    for name, module in (("detector", det), ("stage1", net), ("stage2", net2)):
+        ck = load_checkpoint(os.path.join(cfg.run_dir, "checkpoints", f"{name}.pt"))
+        module.load_state_dict(ck["model"])
+    bundle = os.path.join(cfg.run_dir, "model.pt")
+    if info.is_main:
+        save_atomic({"config": cfg.to_dict(), "detector": det.state_dict(), "stage1": net.state_dict(),
+                     "stage2": net2.state_dict(),
+                     "baseline": {"R": stats["mean_R"], "t": stats["mean_t"]}}, bundle)
+        with open(os.path.join(cfg.run_dir, "train_summary.json"), "w") as f:
+            json.dump(summaries, f, indent=2)
+    barrier(info)
+    return {"stages": summaries, "model": bundle, "detector": det, "stage1": net, "stage2": net2}
+
+
+def _steps(cfg: RunConfig, stage: str) -> int:
+    return {"detector": cfg.train.detector_steps, "stage1": cfg.train.stage1_steps,
+            "stage2": cfg.train.stage2_steps}[stage]
+
+
+def load_bundle(path: str, face_model=None, device="cpu") -> dict:
+    """Models of a finished run from its ``model.pt`` (loaded with ``weights_only=True``).
+
+    Returns:
+        dict with ``config`` (RunConfig), ``detector``, ``stage1``, ``stage2`` (eval mode)
+        and ``baseline`` (mean pose).
+    """
+    ck = load_checkpoint(path, map_location=device)
+    for key in ("config", "detector", "stage1", "stage2"):
+        if key not in ck:
+            raise ValueError(f"checkpoint {path!r} is not a model bundle: missing {key!r} "
+                             "(pass <run>/model.pt written at the end of training)")
+    cfg = RunConfig.from_dict(ck["config"])
+    face_model = face_model or default_face_model()
+    det, net1 = build_models(cfg, face_model)
+    _, net2 = build_models(cfg, face_model)
+    det.load_state_dict(ck["detector"])
+    net1.load_state_dict(ck["stage1"])
+    net2.load_state_dict(ck["stage2"])
+    out = {"config": cfg, "baseline": ck.get("baseline")}
+    for k, m in (("detector", det), ("stage1", net1), ("stage2", net2)):
+        out[k] = m.to(device).eval()
+    return out
