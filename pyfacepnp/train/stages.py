@@ -189,10 +189,7 @@ def _run_training(cfg, resume, face_model, stop_after, info):
                                     cfg, train, info, resume, stop_after.get("stage2"))
     if summaries["stage2"]["steps"] < cfg.train.stage2_steps:
         return {"stages": summaries, "stopped": True}
-    # A skipped (already finished) stage left its weights in its checkpoint: load them.
-    for name, module in (("detector", det), ("stage1", net), ("stage2", net2)):
-        ck = load_checkpoint(os.path.join(cfg.run_dir, "checkpoints", f"{name}.pt"))
-        module.load_state_dict(ck["model"])
+    # (A stage skipped on resume loaded its finished weights inside run_stage.)
     bundle = os.path.join(cfg.run_dir, "model.pt")
     if info.is_main:
         save_atomic({"config": cfg.to_dict(), "detector": det.state_dict(), "stage1": net.state_dict(),
