@@ -1,0 +1,116 @@
+"""The run report: comparison table, loss curves and overlay images in ``<run>/report.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pyfacepnp.eval.evaluate import EvalResult
+from pyfacepnp.eval.overlay import draw_mesh
+from pyfacepnp.models.pose import project_points
+from pyfacepnp.train.logger import read_csv
+
+CURVES = {"detector": ["loss", "lm68_px"], "stage1": ["loss", "vertex_l1_mm", "lm_px"],
+          "stage2": ["loss", "wcpa", "lm_px"]}
+
+
+def plot_curves(run_dir: str, path: str) -> bool:
+    """One row of panels per stage from ``<stage>_log.csv``; False when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = {s: read_csv(os.path.join(run_dir, f"{s}_log.csv")) for s in CURVES}
+    logs = {s: c for s, c in logs.items() if c.get("step")}
+    if not logs:
+        return False
+    ncol = max(len(v) for v in CURVES.values())
+    fig, axes = plt.subplots(len(logs), ncol, figsize=(4 * ncol, 2.8 * len(logs)), squeeze=False)
+    for row, (stage, cols) in enumerate(logs.items()):
+        for j in range(ncol):
+            ax = axes[row][j]
+            if j >= len(CURVES[stage]) or CURVES[stage][j] not in cols:
+                ax.axis("off")
+                continue
+            key = CURVES[stage][j]
+            ax.plot(cols["step"][: len(cols[key])], cols[key])
+            ax.set_title(f"{stage}: {key}")
+            ax.set_xlabel("step")
+            if key == "loss" and min(cols[key]) > 0:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write_overlays(result: EvalResult, triangles, folder: str) -> list[str]:
+    """PNG per example: GT mesh (green) and end-to-end prediction (red) over the frame."""
+    import cv2
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, ex in enumerate(result.examples):
+        img = ex["image"].permute(1, 2, 0).cpu().numpy().copy()
+        gt_px = project_points(ex["gt_vertices"][None], ex["gt_R"][None], ex["gt_t"][None], ex["K"][None])[0]
+        px = project_points(ex["vertices"][None], ex["R"][None], ex["t"][None], ex["K"][None])[0]
+        img = draw_mesh(img, gt_px, triangles, color=(40, 220, 40), alpha=0.5)
+        img = draw_mesh(img, px, triangles, color=(255, 40, 40), alpha=0.7)
+        path = os.path.join(folder, f"overlay_{i}.png")
+        cv2.imwrite(path, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def write_report(run_dir: str, result: EvalResult, triangles, extra: dict | None = None) -> str:
+    """Write ``<run_dir>/report.md`` (+ ``loss_curves.png``, ``overlays/``, ``eval.json``)."""
+    extra = extra or {}
+    has_curves = plot_curves(run_dir, os.path.join(run_dir, "loss_curves.png"))
+    overlays = write_overlays(result, triangles, os.path.join(run_dir, "overlays"))
+    summary = {"n": result.n, "methods": result.summary(), "failures": result.failures,
+               "detector": result.detector, "diagnostics": result.diagnostics, **extra}
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    s = result.summary()
+    lines = [f"# Run report: {os.path.basename(os.path.abspath(run_dir))}", ""]
+    lines += [f"Held-out split: {result.n} samples. Lower is better everywhere. WCPA score = "
+              "1000 * mean(d(X1,X2) + d(X1,X3) + 10 d(X1,X4)) in mm.", "", result.table(), ""]
+    if "baseline" in s and "c" in s and "a" in s:
+        ratio = s["baseline"]["wcpa"] / max(s["c"]["wcpa"], 1e-9)
+        lines += [f"- (c) vs trivial baseline: {ratio:.2f}x lower WCPA score.",
+                  f"- (c) vs (a): {s['a']['wcpa'] - s['c']['wcpa']:+.2f} WCPA points "
+                  f"({'better' if s['c']['wcpa'] < s['a']['wcpa'] else 'not better'}).", ""]
+    lines += ["## Coarse detector", "",
+              f"- 68-landmark error: {result.detector['landmark68_error_px']:.2f} px (frame pixels)",
+              f"- crops containing the whole face (every GT vertex): "
+              f"{100 * result.detector['face_inside_crop']:.1f}%", ""]
+    lines += ["## Dense landmarks", "", "| network | dense landmark error (frame px) | median sigma (crop px) |",
+              "|---|---:|---:|"]
+    for name, d in result.diagnostics.items():
+        lines.append(f"| {name} | {d['dense_landmark_error_px']:.2f} | {d['median_sigma_crop_px']:.2f} |")
+    lines.append("")
+    if "training" in extra:
+        lines += ["## Training", "", "| stage | steps | seconds | images/s |", "|---|---:|---:|---:|"]
+        for name, st in extra["training"].items():
+            if "seconds" in st:
+                lines.append(f"| {name} | {st['steps']} | {st['seconds']:.1f} | {st['img_per_s']:.1f} |")
+        lines.append("")
+    for key in ("data_seconds", "total_seconds"):
+        if key in extra:
+            lines.append(f"- {key.replace('_', ' ')}: {extra[key]:.1f}")
+    lines.append("")
+    if has_curves:
+        lines += ["## Loss curves", "", "![loss curves](loss_curves.png)", ""]
+    if overlays:
+        lines += ["## Overlays (green: ground truth, red: end-to-end prediction)", ""]
+        lines += [f"![overlay]({os.path.relpath(p, run_dir)})" for p in overlays]
+        lines.append("")
+    path = os.path.join(run_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+__all__ = ["plot_curves", "write_overlays", "write_report"]
