@@ -188,14 +188,14 @@ PFP_HD bool prepare_init(Pose<T>& P) {
   return RtR_err < T(1e-6);
 }
 
-constexpr int kMaxCandidates = 4;
+constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
 constexpr int kNumStarts = 24;
 
-// Global initial poses: minima of the object-space error over SO(3) from the 24 cube-group
-// starts; up to kMaxCandidates distinct ones whose error is within a factor 4 of the best
-// (small-N and planar problems have several comparable minima). Returns their number.
+// Minima of the object-space error over SO(3) from the 24 cube-group starts, distinct and
+// sorted by error, each with its optimal translation. Returns their number (0 when the
+// problem has no valid rays). `ferr` receives their object-space errors.
 template <typename T, typename Acc>
-PFP_HD int initial_candidates(Acc& acc, const T* K, Pose<T>* cands) {
+PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
   T Kinv[9];
   if (!inv3(K, Kinv)) return 0;
   T mean[3];
@@ -204,7 +204,6 @@ PFP_HD int initial_candidates(Acc& acc, const T* K, Pose<T>* cands) {
   acc.omega(mean, Kinv, om);
   T Omega[81], P[27];
   if (!omega_finish(om, Omega, P)) return 0;
-  T fbest[kMaxCandidates];
   int n = 0;
   for (int k = 0; k < kNumStarts; ++k) {
     double Rd[9];
@@ -216,44 +215,37 @@ PFP_HD int initial_candidates(Acc& acc, const T* K, Pose<T>* cands) {
     bool dup = false;  // the same minimum reached from another start
     for (int c = 0; c < n && !dup; ++c) {
       T diff = T(0);
-      for (int i = 0; i < 9; ++i) diff = tmax(diff, tabs(R[i] - cands[c].R[i]));
+      for (int i = 0; i < 9; ++i) diff = tmax(diff, tabs(R[i] - mins[c].R[i]));
       dup = diff < T(1e-5);
-      if (dup && f < fbest[c]) fbest[c] = f;
     }
     if (dup) continue;
-    // Insert sorted by f, keeping the best kMaxCandidates.
-    int pos = n < kMaxCandidates ? n : kMaxCandidates;
-    while (pos > 0 && f < fbest[pos - 1]) --pos;
-    if (pos >= kMaxCandidates) continue;
-    const int last = n < kMaxCandidates ? n : kMaxCandidates - 1;
-    for (int c = last; c > pos; --c) {
-      fbest[c] = fbest[c - 1];
-      cands[c] = cands[c - 1];
+    int pos = n++;  // insertion sort by f
+    while (pos > 0 && f < ferr[pos - 1]) {
+      ferr[pos] = ferr[pos - 1];
+      mins[pos] = mins[pos - 1];
+      --pos;
     }
-    fbest[pos] = f;
-    for (int i = 0; i < 9; ++i) cands[pos].R[i] = R[i];
-    if (n < kMaxCandidates) ++n;
+    ferr[pos] = f;
+    for (int i = 0; i < 9; ++i) mins[pos].R[i] = R[i];
   }
-  int kept = 0;
-  const T limit = T(4) * tmax(fbest[0], T(0)) + T(1e-12) * (tabs(Omega[0]) + tabs(Omega[40]) + tabs(Omega[80]));
-  for (int c = 0; c < n; ++c) {
-    if (fbest[c] > limit) break;
-    Pose<T>& C = cands[kept];
-    if (kept != c) C = cands[c];
-    // t = P r in centred coordinates; back to the user's frame: t - R mean.
+  for (int c = 0; c < n; ++c) {  // t = P r in centred coordinates, minus R mean
     T Rm[3];
-    matvec3(C.R, mean, Rm);
+    matvec3(mins[c].R, mean, Rm);
     for (int i = 0; i < 3; ++i) {
       T s = T(0);
-      for (int j = 0; j < 9; ++j) s += P[9 * i + j] * C.R[j];
-      C.t[i] = s - Rm[i];
+      for (int j = 0; j < 9; ++j) s += P[9 * i + j] * mins[c].R[j];
+      mins[c].t[i] = s - Rm[i];
     }
-    ++kept;
   }
-  return kept;
+  return n;
 }
 
 // Solve one problem. `K` row-major 3x3; `init` may be null.
+//
+// Starting poses: the user's init if it puts every point in front of the camera; else the
+// front-facing object-space minima whose error is within a factor 4 of the best front-facing
+// one (up to kMaxCandidates; small-N and planar problems have several comparable minima,
+// e.g. the planar two-fold ambiguity). Each is refined by LM and the lowest cost wins.
 template <typename T, typename Acc>
 PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const SolverParams<T>& prm,
                           ProblemResult<T>& res) {
@@ -266,36 +258,43 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
   int n_active = 0;
   if (!acc.check(n_active) || n_active < 4 || !k_is_valid(K)) return;
 
-  Pose<T> cands[kMaxCandidates];
-  int n_cands = 0;
+  Pose<T> starts[kNumStarts];
+  T ferr[kNumStarts];
+  int n_starts = 0;
   if (init != nullptr) {
-    cands[0] = *init;
-    if (!prepare_init(cands[0])) return;
-    n_cands = 1;
+    starts[0] = *init;
+    if (!prepare_init(starts[0])) return;
+    ferr[0] = T(0);
+    n_starts = 1;
   }
-  // An init with points behind the camera cannot start the LM: fall back to the global
-  // initialisation, as for no init.
-  NormalEq<T> eq0;
-  if (n_cands == 1 && !acc.normal_eq(cands[0], false, eq0)) n_cands = 0;
-  if (n_cands == 0) n_cands = initial_candidates(acc, K, cands);
-
   bool have = false, best_conv = false;
   Pose<T> best;
   T best_cost = T(0);
   int32_t total_iters = 0;
-  for (int c = 0; c < n_cands; ++c) {
-    Pose<T> pose = cands[c];
-    NormalEq<T> eq;
-    if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;
-    int32_t iters = 0;
-    const bool conv = lm_refine(acc, prm, pose, eq, iters);
-    total_iters += iters;
-    if (!have || eq.cost < best_cost) {
-      have = true;
-      best = pose;
-      best_cost = eq.cost;
-      best_conv = conv;
+  for (int pass = 0; pass < 2 && !have; ++pass) {
+    // An init with points behind the camera cannot start the LM: fall back to the global
+    // initialisation, as for no init.
+    if (pass == 1 || n_starts == 0) n_starts = object_space_minima(acc, K, starts, ferr);
+    int used = 0;
+    T limit = T(0);
+    for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
+      if (used > 0 && ferr[c] > limit) break;
+      Pose<T> pose = starts[c];
+      NormalEq<T> eq;
+      if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;  // behind camera
+      if (used == 0) limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
+      ++used;
+      int32_t iters = 0;
+      const bool conv = lm_refine(acc, prm, pose, eq, iters);
+      total_iters += iters;
+      if (!have || eq.cost < best_cost) {
+        have = true;
+        best = pose;
+        best_cost = eq.cost;
+        best_conv = conv;
+      }
     }
+    if (init == nullptr) break;
   }
   res.iterations = total_iters;
   res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite

@@ -1,0 +1,132 @@
+"""Random PnP problem families shared by the op tests (float64 ground truth)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FAMILIES = ("random", "planar", "minimal", "face", "wide")
+
+
+def random_rotation(rng: np.random.Generator, max_angle: float = math.pi) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = rng.uniform(0, max_angle)
+    Kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * Kx + (1 - math.cos(angle)) * Kx @ Kx
+
+
+def intrinsics(rng: np.random.Generator) -> np.ndarray:
+    f = rng.uniform(500, 900)
+    return np.array([[f, rng.uniform(-1, 1), rng.uniform(300, 340)],
+                     [0, f * rng.uniform(0.95, 1.05), rng.uniform(220, 260)],
+                     [0, 0, 1.0]])
+
+
+@dataclass
+class Problem:
+    X: np.ndarray  # (N,3)
+    x: np.ndarray  # (N,2) observed (noisy) pixels
+    K: np.ndarray  # (3,3)
+    R: np.ndarray  # ground-truth rotation
+    t: np.ndarray  # ground-truth translation
+
+
+def project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    Xc = X @ R.T + t
+    u = Xc @ K.T
+    return u[:, :2] / u[:, 2:]
+
+
+def make_problem(family: str, rng: np.random.Generator, n: int | None = None,
+                 noise: float = 1.0) -> Problem:
+    """One problem of a family; all points in front of the camera, inside a 640x480 view."""
+    K = intrinsics(rng)
+    if family == "random":
+        n = n or int(rng.integers(7, 60))
+        X = rng.uniform(-1, 1, size=(n, 3))
+        R = random_rotation(rng)
+        depth = rng.uniform(4, 10)
+    elif family == "planar":
+        n = n or int(rng.integers(4, 60))
+        X = np.c_[rng.uniform(-1, 1, size=(n, 2)), np.zeros(n)]
+        R0 = random_rotation(rng)  # the plane in a random orientation, seen from the front
+        X = X @ R0.T
+        R = random_rotation(rng, max_angle=1.0) @ R0.T
+        depth = rng.uniform(4, 10)
+    elif family == "minimal":
+        n = n or int(rng.integers(4, 7))
+        X = rng.uniform(-1, 1, size=(n, 3))
+        R = random_rotation(rng)
+        depth = rng.uniform(4, 10)
+    elif family == "face":
+        n = n or 1220
+        # A face-sized curved surface (metres): ellipsoid cap ~ 0.15 m across, 0.53 m away.
+        th = rng.uniform(-1.1, 1.1, n)
+        ph = rng.uniform(-1.0, 1.0, n)
+        X = np.c_[0.075 * np.sin(th) * np.cos(ph), 0.1 * np.sin(ph), 0.06 * np.cos(th) * np.cos(ph)]
+        yaw, pitch, roll = rng.normal(0, 0.3), rng.normal(0, 0.3), rng.normal(0, 0.08)
+        R = (random_rotation_xyz(pitch, yaw, roll) @ np.diag([1.0, -1.0, -1.0]))
+        depth = rng.normal(0.53, 0.065)
+        K = np.array([[629.8, 0, 400], [0, 629.8, 400], [0, 0, 1.0]])
+    elif family == "wide":
+        n = n or int(rng.integers(8, 80))
+        X = rng.uniform(-1, 1, size=(n, 3))
+        R = random_rotation(rng)
+        depth = rng.uniform(2.5, 4)  # wide field of view, strong perspective
+    else:
+        raise ValueError(family)
+    c = X.mean(0)
+    off = rng.uniform(-0.1, 0.1, 2) * depth
+    t = np.array([off[0], off[1], depth]) - R @ c
+    x = project(X, R, t, K) + noise * rng.normal(size=(n, 2))
+    return Problem(X, x, K, R, t)
+
+
+def random_rotation_xyz(rx: float, ry: float, rz: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry), math.cos(rz), math.sin(rz)
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return Rz @ Ry @ Rx
+
+
+def batch(problems, dtype=torch.float64):
+    """Stack same-N problems into tensors (X, x, K)."""
+    X = torch.tensor(np.stack([p.X for p in problems]), dtype=dtype)
+    x = torch.tensor(np.stack([p.x for p in problems]), dtype=dtype)
+    K = torch.tensor(np.stack([p.K for p in problems]), dtype=dtype)
+    return X, x, K
+
+
+def cost_np(X, x, K, R, t, w=None) -> float:
+    """The op's objective (l2): 1/2 sum_i sum_a w_ia r_ia^2."""
+    r = project(X, R, t, K) - x
+    w = np.ones_like(r) if w is None else (w if w.ndim == 2 else np.repeat(w[:, None], 2, 1))
+    return 0.5 * float((w * r * r).sum())
+
+
+def opencv_best(p: Problem) -> float:
+    """OpenCV's best reprojection optimum: SQPnP (and ITERATIVE) refined by solvePnPRefineLM."""
+    import cv2
+
+    X = np.ascontiguousarray(p.X, dtype=np.float64)
+    x = np.ascontiguousarray(p.x, dtype=np.float64)
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 200, 1e-15)
+    best = math.inf
+    for flag in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_ITERATIVE):
+        try:
+            ok, rv, tv = cv2.solvePnP(X, x, p.K, None, flags=flag)
+        except cv2.error:
+            continue
+        if not ok:
+            continue
+        rv, tv = cv2.solvePnPRefineLM(X, x, p.K, None, rv, tv, criteria=crit)
+        R, _ = cv2.Rodrigues(rv)
+        if np.any((X @ R.T + tv.ravel())[:, 2] <= 0):
+            continue
+        best = min(best, cost_np(X, x, p.K, R, tv.ravel()))
+    return best
