@@ -6,9 +6,10 @@ For normalised rays v_i = K^-1 [x_i, 1] and projectors Q_i = w_i (I - v_i v_i^T 
 the object-space error sum_i |Q_i (R X_i + t)|^2 is quadratic in r = vec(R) (row-major).
 Minimising over t in closed form gives t = P r and the error r^T Omega r with a 9x9
 Omega. We run a damped Gauss-Newton on SO(3) from the rotations nearest to Omega's three
-smallest eigenvectors (both signs, as SQPnP does) plus four fixed rotations, then keep the
-candidate with the lowest image-space cost among those in front of the camera. Planar
-scenes, N = 4..6 and any rotation are handled; everything runs in float64.
+smallest eigenvectors (both signs, as SQPnP does), four fixed rotations, and the mirror
+images of these poses that the object-space error confuses for flat objects, then keep
+the candidate with the lowest image-space cost among those in front of the camera.
+Planar scenes, N = 4..6 and any rotation are handled; everything runs in float64.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def omega_matrices(points3d: torch.Tensor, points2d: torch.Tensor, K: torch.Tens
     return 0.5 * (omega + omega.transpose(1, 2)), P
 
 
-def _refine_on_so3(R: torch.Tensor, omega: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Damped Gauss-Newton on f(R) = vec(R)^T Omega vec(R) over rotations ``(M, 3, 3)``."""
+def _refine_on_so3(starts: torch.Tensor, omega: torch.Tensor, iterations: int = _REFINE_ITERATIONS) -> torch.Tensor:
+    """Damped Gauss-Newton on f(R) = vec(R)^T Omega vec(R) from rotations ``(B, S, 3, 3)``."""
+    B, S = starts.shape[:2]
+    R = starts.reshape(B * S, 3, 3)
+    omega = omega.repeat_interleave(S, 0)
     M = R.shape[0]
     gens = skew(torch.eye(3, dtype=R.dtype, device=R.device))  # [e_k]x, (3, 3, 3)
     f = lambda R_: (R_.reshape(M, 1, 9) @ omega @ R_.reshape(M, 9, 1)).reshape(M)  # noqa: E731
@@ -73,7 +77,19 @@ def _refine_on_so3(R: torch.Tensor, omega: torch.Tensor, iterations: int) -> tor
         R = torch.where(ok[:, None, None], Rn, R)
         fR = torch.where(ok, fn, fR)
         mu = torch.where(ok, (mu / 10).clamp_min(1e-12), mu * 10)
-    return R
+    return R.reshape(B, S, 3, 3)
+
+
+def _depth_flips(Rc, ref_obj, P):
+    """``Ref_cam R Ref_obj``: the pose mirrored about the object's flattest axis and about
+    the plane normal to the line of sight through its centre (for a flat object, both
+    poses give nearly the same image). ``-R Ref_obj`` (added by the caller) instead
+    mirrors the object through the camera centre: same rays, opposite side."""
+    B = Rc.shape[0]
+    centre = (P[:, None] @ Rc.reshape(B, -1, 9, 1)).squeeze(-1)  # camera-frame centroid
+    c = centre / centre.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    ref_cam = torch.eye(3, dtype=Rc.dtype, device=Rc.device) - 2 * c[..., :, None] * c[..., None, :]
+    return ref_cam @ Rc @ ref_obj[:, None]
 
 
 def _fixed_starts(dtype, device) -> torch.Tensor:
@@ -126,9 +142,13 @@ def omega_initialisation(
     evecs = torch.linalg.eigh(omega)[1][..., :3].transpose(1, 2).reshape(B, 3, 3, 3)
     from_eig = nearest_rotation(torch.cat([evecs, -evecs], 1) * 3**0.5)  # (B, 6, 3, 3)
     starts = torch.cat([from_eig, _fixed_starts(X.dtype, X.device).expand(B, 4, 3, 3)], 1)
-    S = starts.shape[1]
-    Rc = _refine_on_so3(starts.reshape(B * S, 3, 3), omega.repeat_interleave(S, 0), _REFINE_ITERATIONS)
-    Rc = Rc.reshape(B, S, 3, 3)
+    # The object-space error cannot tell a pose from its mirror images, and for flat
+    # objects its minimum can sit in the wrong one: start from those too.
+    m = torch.linalg.eigh(Xn.transpose(1, 2) @ Xn)[1][..., 0]  # flattest object axis
+    ref_obj = torch.eye(3, dtype=X.dtype, device=X.device) - 2 * m[:, :, None] * m[:, None, :]
+    Rc = _refine_on_so3(torch.cat([starts, -starts @ ref_obj[:, None]], 1), omega)
+    Rc = torch.cat([Rc, _refine_on_so3(_depth_flips(Rc, ref_obj, P), omega)], 1)
+    S = Rc.shape[1]
     tn = (P[:, None] @ Rc.reshape(B, S, 9, 1)).squeeze(-1)  # (B, S, 3), for normalised points
     tc = s[:, None] * tn - (Rc @ c[:, None, :, None]).squeeze(-1)
 
