@@ -130,15 +130,20 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
     for (int i = 0; i < 3; ++i)  // W_ij = G_row_i . R_row_j
       for (int j = 0; j < 3; ++j) W[3 * i + j] = dot3(G + 3 * i, R + 3 * j);
     const T trW = W[0] + W[4] + W[8];
-    for (int j = 0; j < 3; ++j)
-      for (int k = 0; k < 3; ++k) {
+    T OD[3][9];  // Omega D_k
+    for (int k = 0; k < 3; ++k)
+      for (int i = 0; i < 9; ++i) {
         T s = T(0);
-        for (int i = 0; i < 9; ++i) {
-          T od = T(0);
-          for (int l = 0; l < 9; ++l) od += Om[9 * i + l] * D[k][l];
-          s += D[j][i] * od;
-        }
-        H[3 * j + k] = T(2) * s + W[3 * j + k] + W[3 * k + j] - (j == k ? T(2) * trW : T(0));
+        for (int l = 0; l < 9; ++l) s += Om[9 * i + l] * D[k][l];
+        OD[k][i] = s;
+      }
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k <= j; ++k) {
+        T s = T(0);
+        for (int i = 0; i < 9; ++i) s += D[j][i] * OD[k][i];
+        const T h = T(2) * s + W[3 * j + k] + W[3 * k + j] - (j == k ? T(2) * trW : T(0));
+        H[3 * j + k] = h;
+        H[3 * k + j] = h;
       }
     bool moved = false;
     for (int attempt = 0; attempt < 8 && !moved; ++attempt) {
@@ -152,7 +157,7 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
       }
       cholesky_solve<T, 3>(A, step);
       const T sn = sqrt(dot3(step, step));
-      if (sn < T(1e-12)) return f;
+      if (sn < T(1e-9)) return f;  // ample for picking a basin: the LM refines
       if (sn > T(1)) {  // keep each step inside the chart's well-behaved range
         for (int i = 0; i < 3; ++i) step[i] /= sn;
       }
@@ -166,7 +171,7 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
         f = fn;
         lambda *= T(0.3);
         moved = true;
-        if (gain <= T(1e-15) * f) return f;
+        if (gain <= T(1e-12) * f) return f;
       } else {
         lambda = tmax(lambda * T(10), T(1e-12) * (tabs(H[0]) + tabs(H[4]) + tabs(H[8])) + T(1e-300));
       }
