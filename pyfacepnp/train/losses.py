@@ -1,11 +1,13 @@
-"""Training losses of the two stages. Lengths in millimetres, pixels in crop pixels."""
+"""Training losses of the two stages. Lengths in millimetres, pixels in crop pixels.
+
+Stage 2's camera-space terms are the WCPA distances of :func:`pyfacepnp.metrics.wcpa_terms`
+(differentiable), used directly as losses.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-from pyfacepnp.models.pose import to_camera
 
 MM = 1000.0  # metres -> millimetres
 
@@ -43,27 +45,6 @@ def edge_length_l1(pred: torch.Tensor, gt: torch.Tensor, edges: torch.Tensor) ->
         return (v[..., edges[:, 0], :] - v[..., edges[:, 1], :]).norm(dim=-1)
 
     return (lengths(pred) - lengths(gt)).abs().mean(dim=-1) * MM
-
-
-def mean_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean per-vertex Euclidean distance in mm, per sample ``(B,)``."""
-    return (a - b).norm(dim=-1).mean(dim=-1) * MM
-
-
-def wcpa_terms(pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t) -> dict:
-    """The three distances of the WCPA score, per sample ``(B,)`` in mm, differentiable.
-
-    With X1 = GT shape under GT pose, X2 = predicted shape under predicted pose, X3 = GT
-    shape under predicted pose, X4 = predicted shape under GT pose: ``camera`` = d(X1, X2),
-    ``gt_shape_pose`` = d(X1, X3), ``shape`` = d(X1, X4). The challenge score is
-    ``camera + gt_shape_pose + 10 * shape``.
-    """
-    x1 = to_camera(gt_vertices, gt_R, gt_t)
-    x2 = to_camera(pred_vertices, pred_R, pred_t)
-    x3 = to_camera(gt_vertices, pred_R, pred_t)
-    x4 = to_camera(pred_vertices, gt_R, gt_t)
-    return {"camera": mean_distance(x1, x2), "gt_shape_pose": mean_distance(x1, x3),
-            "shape": mean_distance(x1, x4)}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 import pyfacepnp
 from pyfacepnp.config import RunConfig
+from pyfacepnp.metrics import wcpa_terms
 from pyfacepnp.models.coords import pixels_to_normalized
 from pyfacepnp.models.detector import LandmarkDetector
 from pyfacepnp.models.face_net import FaceNet
@@ -68,7 +69,8 @@ def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator):
     pred = pixels_to_normalized(model(small), small.shape[-1])  # it answers in input pixels
     size = batch["frame_size"].reshape(-1, 1, 1)
     target = pixels_to_normalized(batch["landmarks68"], size)
-    px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
+    with torch.no_grad():
+        px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
     return (pred - target).abs().mean(), {"lm68_px": float(px)}
 
 
@@ -83,8 +85,8 @@ def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) 
     with torch.no_grad():
         lm_px = (pred["landmarks"] - target).norm(dim=-1).mean()
         sigma = torch.exp(0.5 * pred["log_var"]).median()
-    return per_sample, {"vertex_l1_mm": float(l_vert.mean()), "nll": float(l_nll.mean()),
-                        "edge_mm": float(l_edge.mean()), "lm_px": float(lm_px),
+    return per_sample, {"vertex_l1_mm": float(l_vert.detach().mean()), "nll": float(l_nll.detach().mean()),
+                        "edge_mm": float(l_edge.detach().mean()), "lm_px": float(lm_px),
                         "sigma_px": float(sigma)}
 
 
@@ -105,15 +107,17 @@ def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
         pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
                           batch["K"], max_iterations=tc.pnp_max_iterations)
         ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
-        terms = L.wcpa_terms(pred["vertices"], pose.R, pose.t, batch["vertices"], batch["R"], batch["t"])
-        cam = (tc.camera_weight * terms["camera"] + tc.gt_shape_pose_weight * terms["gt_shape_pose"]
-               + tc.shape_weight * terms["shape"])
+        # Failed problems get the GT pose (detached) in place of theirs: their terms are masked
+        # out anyway, and this keeps a bad pose from putting NaN/inf into any backward pass.
+        R = torch.where(ok[:, None, None], pose.R, batch["R"].detach())
+        t = torch.where(ok[:, None], pose.t, batch["t"].detach())
+        terms = wcpa_terms(pred["vertices"], R, t, batch["vertices"], batch["R"], batch["t"])
+        cam = tc.camera_weight * terms.d12 + tc.gt_shape_pose_weight * terms.d13 + tc.shape_weight * terms.d14
         branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
         loss = L.masked_mean(cam, ok) + tc.stage2_branch_weight * branch.mean()
         with torch.no_grad():
-            score = terms["camera"] + terms["gt_shape_pose"] + 10 * terms["shape"]
-            metrics.update(wcpa=float(L.masked_mean(score, ok)),
-                           camera_mm=float(L.masked_mean(terms["camera"], ok)),
+            metrics.update(wcpa=float(L.masked_mean(terms.score, ok)),
+                           camera_mm=float(L.masked_mean(terms.d12, ok)),
                            pnp_failed=float((~ok).float().mean()))
         return loss, metrics
 
