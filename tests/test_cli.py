@@ -1,0 +1,96 @@
+"""Command line: info, the quick demo (the CI smoke test of the whole job), eval, predict, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "pyfacepnp", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_info_prints_versions_and_build_info():
+    proc = run_cli("info")
+    assert proc.returncode == 0, proc.stderr
+    assert "torch " in proc.stdout and "pyfacepnp " in proc.stdout
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("build_info: "))
+    info = json.loads(line[len("build_info: "):])
+    assert isinstance(info["with_cuda"], bool)
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = run_cli("demo", "--quick", "--out_dir", str(out), "--data.cache_dir", str(out / "cache"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "demo-quick", proc
+
+
+def test_quick_demo_writes_report_and_prints_table_last(quick_demo):
+    run_dir, proc = quick_demo
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 6  # header, rule, baseline and (a) (b) (c)
+    assert lines[-len(table):] == table
+    for label in ("trivial baseline", "(a) stage-1 net + cv2.solvePnP", "(b) stage-1 net + pyfacepnp.solve_pnp",
+                  "(c) end-to-end net"):
+        assert any(label in row for row in table), label
+    report = (run_dir / "report.md").read_text()
+    assert "| method | WCPA score" in report and "loss_curves.png" in report and "overlay_0.png" in report
+    for f in ("loss_curves.png", "overlays/overlay_0.png", "config.json", "model.pt", "eval.json",
+              "stage1_log.csv", "stage2_log.csv", "detector_log.csv"):
+        assert (run_dir / f).is_file(), f
+    ev = json.loads((run_dir / "eval.json").read_text())
+    for m in ("baseline", "a", "b", "c"):
+        assert np.isfinite(ev["methods"][m]["wcpa"]) and ev["methods"][m]["wcpa"] > 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["name"] == "demo-quick" and cfg["data"]["crop_size"] == 64
+
+
+def test_eval_command_on_a_trained_bundle(quick_demo, tmp_path):
+    run_dir, _ = quick_demo
+    proc = run_cli("eval", "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path),
+                   "--cv2-method", "iterative")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("| (c) end-to-end net")
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path):
+    run_dir, _ = quick_demo
+    # a non-square frame of another size: predict pads and resizes it
+    img = (np.random.default_rng(0).random((150, 120, 3)) * 255).astype(np.uint8)
+    path = str(tmp_path / "face.jpg")
+    cv2.imwrite(path, img)
+    proc = run_cli("predict", path, "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path / "pred"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    npz = np.load(tmp_path / "pred" / "face.npz")
+    assert npz["R"].shape == (3, 3) and npz["t"].shape == (3,) and npz["vertices"].shape[1] == 3
+    np.testing.assert_allclose(npz["R"] @ npz["R"].T, np.eye(3), atol=1e-4)
+    meta = json.loads((tmp_path / "pred" / "face.json").read_text())
+    assert np.allclose(meta["t"], npz["t"], atol=1e-6)
+    overlay = cv2.imread(str(tmp_path / "pred" / "face_overlay.png"))
+    assert overlay.shape == img.shape
+
+
+def test_cli_errors_name_the_problem(quick_demo, tmp_path):
+    run_dir, _ = quick_demo
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("hello")
+    proc = run_cli("predict", str(bad), "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "cannot read image file" in proc.stderr and "not_an_image.png" in proc.stderr
+    proc = run_cli("eval", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert proc.returncode == 2 and "missing.pt" in proc.stderr and "does not exist" in proc.stderr
+    proc = run_cli("eval", "--checkpoint", str(run_dir / "checkpoints" / "stage1.pt"))
+    assert proc.returncode == 2 and "not a model bundle" in proc.stderr
+    proc = run_cli("train", "--train.batch_size", "abc")
+    assert proc.returncode == 2 and "'train.batch_size' expects int" in proc.stderr
