@@ -21,4 +21,11 @@ TORCH_LIBRARY(pyfacepnp, m) {
   m.def(
       "warp_points_backward(Tensor grad_out, Tensor points, Tensor affine) -> "
       "(Tensor grad_points, Tensor grad_affine)");
+  // Z-buffered textured mesh rasteriser (no autograd): camera-frame vertices (V,3), faces
+  // (F,3) int64, texcoords (V,2), texture (Ht,Wt,3), K (3,3), background (H,W,3), lights
+  // (L,6), material (5) -> image (H,W,3), depth (H,W), triangle id (H,W) int64.
+  m.def(
+      "render_mesh(Tensor vertices, Tensor faces, Tensor texcoords, Tensor texture, Tensor K, "
+      "Tensor background, Tensor lights, Tensor material) -> "
+      "(Tensor image, Tensor depth, Tensor triangle)");
 }

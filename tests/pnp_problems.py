@@ -130,3 +130,30 @@ def opencv_best(p: Problem) -> float:
             continue
         best = min(best, cost_np(X, x, p.K, R, tv.ravel()))
     return best
+
+
+def torch_cost(R, t, X, x, K, w, loss: str = "l2", delta: float = 1.0):
+    """The op's objective in plain torch (differentiable, batched): the test's own copy."""
+    Xc = X @ R.transpose(-1, -2) + t.unsqueeze(-2)
+    u = (Xc @ K.transpose(-1, -2))[..., :2] / Xc[..., 2:]
+    s = (w * (u - x) ** 2).sum(-1)
+    if loss == "huber":
+        rho = torch.where(s <= delta**2, s, 2 * delta * torch.sqrt(s.clamp_min(1e-300)) - delta**2)
+    else:
+        rho = s
+    return 0.5 * rho.sum(-1)
+
+
+def so3_exp_second_order(w):
+    """I + [w]x + [w]x^2 / 2: exp([w]x) up to second order, exact for derivatives at w = 0."""
+    z = torch.zeros_like(w[..., 0])
+    W = torch.stack([z, -w[..., 2], w[..., 1], w[..., 2], z, -w[..., 0], -w[..., 1], w[..., 0], z], -1)
+    W = W.reshape(*w.shape[:-1], 3, 3)
+    return torch.eye(3, dtype=w.dtype) + W + 0.5 * (W @ W)
+
+
+def solve_batch(problems, dtype=torch.float64, **kw):
+    import pyfacepnp
+
+    X, x, K = batch(problems, dtype)
+    return pyfacepnp.solve_pnp(X, x, K, **kw)

@@ -123,8 +123,8 @@ struct NormalEq {
   }
 };
 
-// Add a point's cost, gradient and Hessian. exact = false: Gauss-Newton with IRLS weights
-// rho'(s) (positive semi-definite, used by the LM iterations). exact = true: the true
+// Add a point's cost, gradient and Hessian. exact = false: Gauss-Newton, exact in the robust
+// kernel (positive semi-definite, used by the LM iterations). exact = true: the true
 // second derivative of E in theta, with the projection's and the chart's second-order
 // terms and rho'' (used for the covariance, the final Newton polish and the backward).
 template <typename T>
@@ -139,9 +139,12 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
   T c[6];  // sum_a w_a r_a J_a  (half the gradient of s)
   for (int k = 0; k < 6; ++k) c[k] = o.w[0] * e.r[0] * J[0][k] + o.w[1] * e.r[1] * J[1][k];
   for (int k = 0; k < 6; ++k) acc.g[k] += d1 * c[k];
-  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
+  // J^T (rho' W + 2 rho'' W r r^T W) J: positive semi-definite for Huber (the kernel's
+  // curvature across the residual direction is kept, which makes IRLS converge fast).
+  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1], c2 = T(2) * d2;
   for (int i = 0; i < 6; ++i)
-    for (int j = 0; j <= i; ++j) acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j];
+    for (int j = 0; j <= i; ++j)
+      acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];
   if (!exact) return;
   // Second-order terms: sum_a w_a r_a d2r_a = -(e c^T + c e^T)/z + blockdiag(sym(b Y^T) - (b.Y) I, 0)
   // with e = [Y x e_z ; e_z] and b = sum_a w_a r_a a_a.
@@ -154,7 +157,7 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
     for (int j = 0; j <= i; ++j) {
       T h = -(ev[i] * c[j] + c[i] * ev[j]) * iz;
       if (i < 3) h += T(0.5) * (b[i] * e.Y[j] + e.Y[i] * b[j]) - (i == j ? bY : T(0));
-      acc.H[i * 6 + j] += d1 * h + T(2) * d2 * c[i] * c[j];
+      acc.H[i * 6 + j] += d1 * h;
     }
 }
 

@@ -307,11 +307,11 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
     acc.normal_eq(best, true, ex);
   res.pose = best;
   res.cost = ex.cost;
-  if (!spd_inverse6(ex.H, prm.pd_tol, res.cov)) {
+  const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
+  if (!definite)
     for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
-    return;
-  }
-  res.status = best_conv ? kConverged : kMaxIterations;
+  // Not converged takes precedence: away from a minimum the Hessian says nothing.
+  res.status = !best_conv ? kMaxIterations : (definite ? kConverged : kDegenerate);
 }
 
 // dL/dtheta from upstream gradients of R (3x3) and t: with dR = [dw]x R,
