@@ -9,6 +9,8 @@
 //   void omega(const T* mean, const T* Kinv, OmegaAccum<T>& out)
 //   bool normal_eq(const Pose<T>&, bool exact, NormalEq<T>& out)   false: a point at z <= 0
 #pragma once
+#include <type_traits>
+
 #include "common/pnp_init.h"
 #include "common/pnp_point.h"
 
@@ -190,6 +192,31 @@ PFP_HD bool prepare_init(Pose<T>& P) {
 
 constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
 constexpr int kNumStarts = 24;
+constexpr int kStartIterations = 60;  // damped Newton iterations per start
+
+// The 24 descents are independent. An accumulator whose threads can share them out declares
+// `static constexpr bool kParallelStarts = true` and provides
+//   void descend_starts(const T* Omega)    every start, spread over its threads
+//   T start_minimum(int k, T* R)           start k's end point and error, to every thread
+// (the CUDA kernel gives one start to each lane of the warp); others run them in turn.
+template <typename Acc, typename = void>
+struct has_parallel_starts : std::false_type {};
+template <typename Acc>
+struct has_parallel_starts<Acc, std::void_t<decltype(Acc::kParallelStarts)>>
+    : std::integral_constant<bool, Acc::kParallelStarts> {};
+
+// The minimum of the object-space error reached from the k-th cube rotation: R and f(R).
+template <typename T, typename Acc>
+PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R) {
+  if constexpr (has_parallel_starts<Acc>::value) {
+    return acc.start_minimum(k, R);
+  } else {
+    double Rd[9];
+    cube_rotation(k, Rd);
+    for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
+    return so3_descent(Omega, R, kStartIterations);
+  }
+}
 
 // Minima of the object-space error over SO(3) from the 24 cube-group starts, distinct and
 // sorted by error, each with its optimal translation. Returns their number (0 when the
@@ -204,13 +231,11 @@ PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
   acc.omega(mean, Kinv, om);
   T Omega[81], P[27];
   if (!omega_finish(om, Omega, P)) return 0;
+  if constexpr (has_parallel_starts<Acc>::value) acc.descend_starts(Omega);
   int n = 0;
   for (int k = 0; k < kNumStarts; ++k) {
-    double Rd[9];
-    cube_rotation(k, Rd);
     T R[9];
-    for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
-    const T f = so3_descent(Omega, R, 60);
+    const T f = start_minimum(acc, Omega, k, R);
     if (!is_finite(f)) continue;
     bool dup = false;  // the same minimum reached from another start
     for (int c = 0; c < n && !dup; ++c) {
