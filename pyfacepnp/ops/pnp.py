@@ -52,7 +52,7 @@ _LOSSES = ("l2", "huber")
 def _weights_as_per_axis(weights: Optional[torch.Tensor], points2d: torch.Tensor) -> torch.Tensor:
     n = points2d.shape[-2]
     if weights is None:
-        return torch.ones((1, n, 2), dtype=points2d.dtype, device=points2d.device)
+        return torch.ones((n, 2), dtype=points2d.dtype, device=points2d.device)
     if not isinstance(weights, torch.Tensor):
         raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
     if weights.dim() >= 2 and weights.shape[-2:] == (n, 2):
