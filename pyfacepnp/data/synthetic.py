@@ -1,0 +1,249 @@
+"""The embedded synthetic face dataset: random faces of the procedural model rendered under
+the WCPA pose and camera statistics.
+
+Every sample is a pure function of ``(split, seed, index)``: the random streams are
+seeded from those numbers only, so a sample is the same in any worker, in any order, with
+or without the full frame rendered. Identities come from a per-split pool (``train``,
+``val`` and ``test`` never share one); an identity fixes the shape coefficients and the
+skin, hair and eye colours, while expression, pose, lighting, background, occluders and
+image degradations are drawn per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pyfacepnp.data import appearance as ap
+from pyfacepnp.data.camera import WCPA_FOCAL, crop_intrinsics, project_points, wcpa_intrinsics
+from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
+from pyfacepnp.data.crop import crop_affine_from_landmarks, jitter_affine
+from pyfacepnp.data.face_model import EXPRESSION_NAMES, FaceModel, get_face_model
+from pyfacepnp.data.render import render_mesh
+
+__all__ = ["SyntheticFaceDataset", "FaceScene", "PoseStats", "SPLITS"]
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class PoseStats:
+    """Pose distribution in the WCPA convention (radians, metres). Defaults follow the
+    challenge's training set (means and standard deviations of pitch, yaw, roll and the
+    translation of ``R_t``); angles are truncated at ``max_angle`` by rejection."""
+
+    mean_pyr: tuple = (-0.018, -0.018, 0.025)
+    std_pyr: tuple = (0.3, 0.3, 0.08)
+    mean_t: tuple = (-0.005, 0.001, -0.532)
+    std_t: tuple = (0.022, 0.049, 0.065)
+    max_angle: float = 1.0
+    tz_range: tuple = (-0.75, -0.36)
+
+
+@dataclass
+class FaceScene:
+    """Everything that defines one synthetic sample (before rendering)."""
+
+    index: int
+    identity: int
+    id_coeffs: np.ndarray  # (40,)
+    exp_coeffs: np.ndarray  # (21,)
+    R_t: np.ndarray  # (4, 4) WCPA
+    focal: float
+    palette: np.ndarray  # (layers, 3)
+    lights: np.ndarray
+    material: np.ndarray
+    background: np.ndarray  # (160, 160, 3) pattern over the full frame
+    occluders: list  # in full-frame pixels at the dataset's image_size
+    blur_sigma: float  # full-frame pixels at 800x800
+    noise_sigma: float
+    crop_jitter: Optional[np.ndarray]  # (2, 3) composed jitter, or None
+
+
+# Probability that each expression is active in a sample; value ~ U(0, 1) ** 1.3.
+_EXP_PROB = dict.fromkeys(EXPRESSION_NAMES, 0.15)
+_EXP_PROB.update(jaw_open=0.4, smile_left=0.25, smile_right=0.25, brow_inner_up=0.2, brow_outer_up=0.2)
+_EXCLUSIVE = (("jaw_left", "jaw_right"), ("mouth_left", "mouth_right"), ("mouth_pucker", "mouth_stretch"),
+              ("eye_wide", "eye_squint"))
+
+
+def _sample_expression(rng: np.random.Generator) -> np.ndarray:
+    names = list(EXPRESSION_NAMES)
+    c = np.zeros(len(names))
+    for i, n in enumerate(names):
+        if rng.random() < _EXP_PROB[n]:
+            c[i] = rng.random() ** 1.3
+    if rng.random() < 0.1:  # both eyes closed together
+        v = rng.uniform(0.6, 1.0)
+        c[names.index("blink_left")] = c[names.index("blink_right")] = v
+    for a, b in _EXCLUSIVE:
+        if c[names.index(a)] > 0 and c[names.index(b)] > 0:
+            c[names.index(b if rng.random() < 0.5 else a)] = 0.0
+    return c
+
+
+def _sample_pose(rng: np.random.Generator, stats: PoseStats) -> np.ndarray:
+    while True:
+        pyr = rng.normal(stats.mean_pyr, stats.std_pyr)
+        if np.all(np.abs(pyr[:2]) <= stats.max_angle):
+            break
+    t = rng.normal(stats.mean_t, stats.std_t)
+    t[2] = np.clip(t[2], *stats.tz_range)
+    R_t = np.eye(4)
+    R_t[:3, :3] = wcpa_rotation_from_euler(*pyr)
+    R_t[3, :3] = t
+    return R_t
+
+
+class SyntheticFaceDataset(Dataset):
+    """Rendered faces of the procedural model with ground truth in both conventions.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"`` (disjoint random streams and identities).
+        num_samples: dataset length.
+        seed: base seed; ``(split, seed, index)`` determines a sample.
+        image_size: side of the full frame (the WCPA 800x800 camera scaled to it).
+        crop_size: side of the face crop, rendered directly with ``K_crop``.
+        render_image: also render the full frame (``image`` key); the crop never depends
+            on it.
+        num_identities: size of the split's identity pool (default: ``num_samples // 4``,
+            at least 1).
+        jitter: random crop jitter (default: on for ``train`` only).
+        crop_margin: margin of :func:`crop_affine_from_landmarks`.
+        occluder_prob, blur_prob, noise_prob: probabilities of the augmentations.
+        focal_std: relative std of the focal length (0: the WCPA camera exactly).
+        texture_size: side of the albedo texture.
+        pose_stats: :class:`PoseStats`.
+
+    Each item is a dict of tensors: ``image (3, S, S)`` float32 in [0, 1] (only with
+    ``render_image``), ``crop (3, C, C)``, ``crop_affine (2, 3)`` image-to-crop pixels,
+    ``K (3, 3)`` of the full frame, ``K_crop (3, 3)``, ``landmarks68 (68, 2)`` image
+    pixels, ``landmarks68_crop (68, 2)``, ``vertices (1220, 3)`` canonical metres, ``R
+    (3, 3)`` and ``t (3,)`` in the OpenCV convention, ``R_t (4, 4)`` WCPA, ``id_coeffs
+    (40,)``, ``exp_coeffs (21,)``, ``index`` and ``identity`` (int64).
+
+    Example:
+        >>> ds = SyntheticFaceDataset("val", num_samples=4, image_size=200, crop_size=64)
+        >>> sorted(ds[0].keys())[:3], ds[0]["crop"].shape
+        (['K', 'K_crop', 'R'], torch.Size([3, 64, 64]))
+    """
+
+    def __init__(self, split: str = "train", num_samples: int = 10000, seed: int = 0, image_size: int = 800,
+                 crop_size: int = 256, render_image: bool = True, num_identities: Optional[int] = None,
+                 jitter: Optional[bool] = None, crop_margin: float = 0.25, occluder_prob: float = 0.3,
+                 blur_prob: float = 0.3, noise_prob: float = 0.5, focal_std: float = 0.0,
+                 texture_size: int = 256, pose_stats: PoseStats = PoseStats(),
+                 model: Optional[FaceModel] = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        for name, val in (("num_samples", num_samples), ("image_size", image_size), ("crop_size", crop_size)):
+            if int(val) != val or val < (0 if name == "num_samples" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'num_samples' else 'positive'} integer, got {val!r}")
+        self.split, self.num_samples, self.seed = split, int(num_samples), int(seed)
+        self.image_size, self.crop_size, self.render_image = int(image_size), int(crop_size), bool(render_image)
+        self.num_identities = int(num_identities) if num_identities else max(1, self.num_samples // 4)
+        self.jitter = (split == "train") if jitter is None else bool(jitter)
+        self.crop_margin = crop_margin
+        self.occluder_prob, self.blur_prob, self.noise_prob = occluder_prob, blur_prob, noise_prob
+        self.focal_std, self.texture_size, self.pose_stats = focal_std, texture_size, pose_stats
+        self.model = model if model is not None else get_face_model()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _seed(self, *stream) -> np.random.SeedSequence:
+        return np.random.SeedSequence([self.seed, SPLITS[self.split], *stream])
+
+    def identity_params(self, identity: int):
+        """``(id_coeffs (40,), palette)`` of an identity of this split's pool."""
+        rng = np.random.default_rng(self._seed(1, identity))
+        return rng.standard_normal(self.model.num_id), ap.sample_palette(rng)
+
+    def intrinsics(self, focal: float = WCPA_FOCAL) -> np.ndarray:
+        return wcpa_intrinsics(self.image_size, focal)
+
+    def scene(self, index: int) -> FaceScene:
+        """The sampled (not yet rendered) content of item ``index``."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for a dataset of {self.num_samples} samples")
+        rng = np.random.default_rng(self._seed(0, index))
+        identity = int(rng.integers(self.num_identities))
+        id_coeffs, palette = self.identity_params(identity)
+        exp_coeffs = _sample_expression(rng)
+        R_t = _sample_pose(rng, self.pose_stats)
+        focal = WCPA_FOCAL * float(np.exp(rng.normal(0, self.focal_std))) if self.focal_std > 0 else WCPA_FOCAL
+        lights, material = ap.sample_lighting(rng)
+        background = ap.sample_background(rng)
+        lm = self._landmarks(id_coeffs, exp_coeffs, R_t, focal)
+        occluders = ap.sample_occluders(rng, lm, self.occluder_prob)
+        blur = float(rng.uniform(0.4, 2.0)) if rng.random() < self.blur_prob else 0.0
+        noise = float(rng.uniform(0.005, 0.04)) if rng.random() < self.noise_prob else 0.0
+        jitter = None
+        if self.jitter:
+            jitter = jitter_affine(np.eye(3)[:2], rng, self.crop_size, translate=0.04, scale=0.06, rotate=0.05)
+        return FaceScene(index, identity, id_coeffs, exp_coeffs, R_t, focal, palette, lights, material,
+                         background, occluders, blur, noise, jitter)
+
+    def _landmarks(self, id_coeffs, exp_coeffs, R_t, focal):
+        V = self.model.vertices(id_coeffs, exp_coeffs)
+        R, t = wcpa_to_opencv(R_t)
+        return project_points(V[self.model.landmark_indices].astype(np.float64), R, t, self.intrinsics(focal))
+
+    def crop_affine(self, scene: FaceScene, landmarks: np.ndarray) -> np.ndarray:
+        A = crop_affine_from_landmarks(landmarks, self.crop_size, margin=self.crop_margin)
+        if scene.crop_jitter is not None:
+            A = (np.vstack([scene.crop_jitter, [0, 0, 1]]) @ np.vstack([A, [0, 0, 1]]))[:2]
+        return A
+
+    def render(self, scene: FaceScene, vertices_cam: np.ndarray, K: np.ndarray, frame_to_out: np.ndarray,
+               out_size: int, noise_stream: int) -> np.ndarray:
+        """Render ``(out_size, out_size, 3)`` float32 of a scene seen through ``K`` (whose
+        pixels relate to the full frame by ``frame_to_out``)."""
+        background = ap.warp_background(scene.background, frame_to_out, self.image_size, out_size)
+        texture = ap.texture_from_palette(scene.palette, self.texture_size)
+        out = render_mesh(vertices_cam, self.model.triangles, self.model.texcoords, texture, K.astype(np.float32),
+                          background, scene.lights, scene.material)
+        img = out.image.numpy()
+        ap.draw_occluders(img, scene.occluders, frame_to_out)
+        scale = float(np.sqrt(abs(np.linalg.det(frame_to_out[:, :2]))))
+        rng = np.random.default_rng(self._seed(2, scene.index, noise_stream))
+        return ap.degrade(img, rng, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
+
+    def __getitem__(self, index: int) -> dict:
+        if isinstance(index, torch.Tensor):
+            index = int(index)
+        scene = self.scene(index)
+        model = self.model
+        V = model.vertices(scene.id_coeffs, scene.exp_coeffs)
+        R, t = wcpa_to_opencv(scene.R_t)
+        K = self.intrinsics(scene.focal)
+        lm = project_points(V[model.landmark_indices].astype(np.float64), R, t, K)
+        A = self.crop_affine(scene, lm)
+        K_crop = crop_intrinsics(K, A)
+        cam = (V.astype(np.float64) @ R.T + t).astype(np.float32)
+        crop = self.render(scene, cam, K_crop, A, self.crop_size, 1)
+        f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+        item = {
+            "crop": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
+            "crop_affine": f32(A),
+            "K": f32(K),
+            "K_crop": f32(K_crop),
+            "landmarks68": f32(lm),
+            "landmarks68_crop": f32(lm @ A[:, :2].T + A[:, 2]),
+            "vertices": torch.from_numpy(V.copy()),
+            "R": f32(R),
+            "t": f32(t),
+            "R_t": f32(opencv_to_wcpa(R, t)),
+            "id_coeffs": f32(scene.id_coeffs),
+            "exp_coeffs": f32(scene.exp_coeffs),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "identity": torch.tensor(scene.identity, dtype=torch.int64),
+        }
+        if self.render_image:
+            image = self.render(scene, cam, K, np.eye(3)[:2], self.image_size, 0)
+            item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return item
