@@ -270,7 +270,9 @@ PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
 // Starting poses: the user's init if it puts every point in front of the camera; else the
 // front-facing object-space minima whose error is within a factor 4 of the best front-facing
 // one (up to kMaxCandidates; small-N and planar problems have several comparable minima,
-// e.g. the planar two-fold ambiguity). Each is refined by LM and the lowest cost wins.
+// e.g. the planar two-fold ambiguity). Each is refined by LM and the lowest cost wins. A
+// problem whose best object-space fit puts the points behind the camera, 100x better than
+// any front-facing fit, is reported DEGENERATE (with the best front-facing pose).
 template <typename T, typename Acc>
 PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const SolverParams<T>& prm,
                           ProblemResult<T>& res) {
@@ -292,14 +294,15 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
     ferr[0] = T(0);
     n_starts = 1;
   }
-  bool have = false, best_conv = false;
+  bool have = false, best_conv = false, behind = false;
   Pose<T> best;
   T best_cost = T(0);
   int32_t total_iters = 0;
   for (int pass = 0; pass < 2 && !have; ++pass) {
     // An init with points behind the camera cannot start the LM: fall back to the global
     // initialisation, as for no init.
-    if (pass == 1 || n_starts == 0) n_starts = object_space_minima(acc, K, starts, ferr);
+    const bool init_failed_or_absent = pass == 1 || n_starts == 0;
+    if (init_failed_or_absent) n_starts = object_space_minima(acc, K, starts, ferr);
     int used = 0;
     T limit = T(0);
     for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
@@ -307,7 +310,13 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
       Pose<T> pose = starts[c];
       NormalEq<T> eq;
       if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;  // behind camera
-      if (used == 0) limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
+      if (used == 0) {
+        limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
+        // The observations are explained far better with the points behind the camera
+        // (e.g. a mirrored scene): no front-facing pose fits them, say so. Below 6 points a
+        // spurious behind-camera fit can be that good by chance.
+        behind = init_failed_or_absent && n_active >= 6 && T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n_starts - 1]) < ferr[c];
+      }
       ++used;
       int32_t iters = 0;
       const bool conv = lm_refine(acc, prm, pose, eq, iters);
@@ -336,7 +345,7 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
   if (!definite)
     for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
   // Not converged takes precedence: away from a minimum the Hessian says nothing.
-  res.status = !best_conv ? kMaxIterations : (definite ? kConverged : kDegenerate);
+  res.status = !best_conv ? kMaxIterations : (definite && !behind ? kConverged : kDegenerate);
 }
 
 // dL/dtheta from upstream gradients of R (3x3) and t: with dR = [dw]x R,
