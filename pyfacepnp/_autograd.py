@@ -42,3 +42,22 @@ def _warp_backward(ctx, grad_out):
 
 torch.library.register_autograd("pyfacepnp::solve_pnp", _solve_pnp_backward, setup_context=_solve_pnp_setup)
 torch.library.register_autograd("pyfacepnp::warp_points", _warp_backward, setup_context=_warp_setup)
+
+
+def _no_double_backward(name):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"pyfacepnp: differentiating {name} (double backward) is not supported"
+        )
+
+    return backward
+
+
+def _no_setup(ctx, inputs, output):
+    pass
+
+
+for _op in ("solve_pnp_backward", "warp_points_backward"):
+    torch.library.register_autograd(
+        f"pyfacepnp::{_op}", _no_double_backward(_op), setup_context=_no_setup
+    )
