@@ -20,6 +20,7 @@ from pyfacepnp.reference.objective import project, robust_rho
 from pyfacepnp.reference.so3 import skew, so3_exp
 
 _REFINE_ITERATIONS = 12
+_IMAGE_CHECKED = 4  # candidates whose image-space cost is evaluated
 
 
 def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
@@ -152,12 +153,20 @@ def omega_initialisation(
     tn = (P[:, None] @ Rc.reshape(B, S, 9, 1)).squeeze(-1)  # (B, S, 3), for normalised points
     tc = s[:, None] * tn - (Rc @ c[:, None, :, None]).squeeze(-1)
 
-    uv, z = project(Rc, tc, X[:, None], K[:, None])
+    # Keep the candidates with every weighted point in front, rank them by the
+    # object-space error, and let the image-space cost pick among the best few.
+    z = (X @ Rc[:, :, 2, :].transpose(1, 2)).transpose(1, 2) + tc[:, :, 2, None]  # (B, S, N)
+    in_front = ((z > 0) | (w <= 0)[:, None]).all(-1)
+    f = (Rc.reshape(B, S, 1, 9) @ omega[:, None] @ Rc.reshape(B, S, 9, 1)).reshape(B, S)
+    f = torch.where(in_front, f, f + f.abs().amax(1, keepdim=True) + 1e300)
+    top = f.topk(_IMAGE_CHECKED, dim=1, largest=False).indices  # (B, T)
+    idx = torch.arange(B, device=X.device)[:, None]
+    Rt, tt = Rc[idx, top], tc[idx, top]
+    uv, _ = project(Rt, tt, X[:, None], K[:, None])
     r = uv - x[:, None]
     cost = 0.5 * robust_rho((w2[:, None] * r * r).sum(-1), loss, huber_delta).sum(-1)
-    used = (w > 0)[:, None]
-    in_front = ((z > 0) | ~used).all(-1) & torch.isfinite(cost)
-    cost = torch.where(in_front, cost, torch.where(torch.isfinite(cost), cost + 1e300, torch.full_like(cost, float("inf"))))
+    cost = torch.where(in_front[idx, top] & torch.isfinite(cost), cost, torch.inf)
+    cost = torch.where(torch.isnan(cost), torch.inf, cost)
     best = cost.argmin(1)
-    idx = torch.arange(B, device=X.device)
-    return Rc[idx, best].to(out_dtype), tc[idx, best].to(out_dtype)
+    idx = idx[:, 0]
+    return Rt[idx, best].to(out_dtype), tt[idx, best].to(out_dtype)

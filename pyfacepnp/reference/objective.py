@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from pyfacepnp.reference.so3 import skew
 
 LOSSES = ("l2", "huber")
 
@@ -108,8 +107,9 @@ def reprojection_cost(
 def residual_jacobian(R, t, points3d, K):
     """Projections, depths and the Jacobian of the pixels w.r.t. the local pose theta.
 
-    ``d x_cam / d dw = -[R X]x`` and ``d x_cam / d dt = I``; ``d u / d x_cam =
-    (K[:2] - u K[2]) / z``.
+    ``d x_cam / d dw = -[R X]x`` and ``d x_cam / d dt = I``; with ``A = d u / d x_cam =
+    (K[:2] - u K[2]) / z`` each row ``a`` of A gives ``a^T (-[y]x) = (y x a)^T``, so the
+    Jacobian needs only elementwise ops (no batched tiny matmuls).
 
     Returns:
         ``(pixels (..., N, 2), depth (..., N), J (..., N, 2, 6))``.
@@ -119,7 +119,5 @@ def residual_jacobian(R, t, points3d, K):
     p = x_cam @ K.transpose(-1, -2)
     z = p[..., 2]
     uv = p[..., :2] / z[..., None]
-    du_dx = (K[..., None, :2, :] - uv[..., :, None] * K[..., None, 2:3, :]) / z[..., None, None]
-    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand(*rx.shape[:-1], 3, 3)
-    dx_dtheta = torch.cat([-skew(rx), eye], dim=-1)
-    return uv, z, du_dx @ dx_dtheta
+    A = (K[..., None, :2, :] - uv[..., :, None] * K[..., None, 2:3, :]) / z[..., None, None]
+    return uv, z, torch.cat([torch.linalg.cross(rx[..., None, :].expand_as(A), A, dim=-1), A], dim=-1)

@@ -24,7 +24,8 @@ from pyfacepnp.reference.objective import (
 from pyfacepnp.reference.result import PnPResult, PnPStatus
 from pyfacepnp.reference.so3 import so3_exp
 
-_LAMBDA0, _LAMBDA_MIN, _LAMBDA_MAX = 1e-4, 1e-12, 1e12
+_LAMBDA0, _LAMBDA_MIN, _MAX_REJECTIONS = 1e-4, 1e-12, 12
+_EXACT_AFTER = 10  # iterations of Gauss-Newton before the stragglers switch to Newton
 
 
 def _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations):
@@ -65,6 +66,55 @@ def _invalid_problems(X, x, K, w):
     return ~(finite & k_ok & (w >= 0).flatten(1).all(1))
 
 
+def _cost_in_front(R, t, X, x, K, w, used, loss, delta):
+    """The objective, ``inf`` where a weighted point is not in front of the camera."""
+    uv, z = project(R, t, X, K)
+    r = uv - x
+    E = 0.5 * robust_rho((w * r * r).sum(-1), loss, delta).sum(-1)
+    ok = ((z > 0) | ~used).all(-1) & torch.isfinite(E)
+    return torch.where(ok, E, torch.full_like(E, float("inf")))
+
+
+def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact):
+    """One damped (Gauss-)Newton step for each problem given (all of them active).
+
+    With ``exact``, the step uses the exact Hessian (autograd, detached) wherever it is
+    positive definite: Gauss-Newton converges only linearly on large-residual problems.
+
+    Returns ``(R_new, t_new, E_new, converged, step_taken, accepted, gain)``: a problem is
+    converged without stepping when its cost is at the rounding floor or its undamped
+    step is below tolerance (the test the op uses); otherwise it steps, the step is
+    accepted if it lowers the cost, and ``gain`` is the actual over the predicted decrease.
+    """
+    A, n = X.shape[:2]
+    uv, _, J = residual_jacobian(R, t, X, K)
+    r = uv - x
+    Wr = w * robust_weight((w * r * r).sum(-1), loss, delta)[..., None]  # (A, N, 2)
+    Jf = J.reshape(A, 2 * n, 6)
+    WJ = (Wr.reshape(A, 2 * n, 1) * Jf).transpose(1, 2)  # (A, 6, 2N)
+    g = (WJ @ r.reshape(A, 2 * n, 1)).squeeze(-1)
+    H = WJ @ Jf
+    if exact:
+        He = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), K.detach(), w.detach(), loss, delta)
+        pd = torch.linalg.cholesky_ex(He)[1] == 0
+        H = torch.where(pd[:, None, None], He, H)
+    newton, info = torch.linalg.solve_ex(H.detach(), g.detach()[:, :, None])
+    newton = newton.squeeze(-1).abs()
+    small = (newton[:, :3].amax(-1) <= tol) & (newton[:, 3:].amax(-1) <= tol * t.detach().norm(dim=-1))
+    converged = (E <= floor) | ((info == 0) & small)
+    dH = H.detach().diagonal(dim1=1, dim2=2)
+    damping = torch.diag_embed(lam[:, None] * dH + 1e-12 * dH.amax(-1, keepdim=True))
+    step = -torch.linalg.solve(H + damping, g)
+    R_new = so3_exp(step[:, :3]) @ R
+    t_new = t + step[:, 3:]
+    E_new = _cost_in_front(R_new, t_new, X, x, K, w, used, loss, delta).detach()
+    sd, gd = step.detach(), g.detach()
+    predicted = -((gd * sd).sum(-1) + 0.5 * (sd[:, None] @ H.detach() @ sd[:, :, None]).reshape(-1))
+    gain = (E - E_new) / predicted.clamp_min(torch.finfo(E.dtype).tiny)
+    step_taken = ~converged
+    return R_new, t_new, E_new, converged, step_taken, step_taken & (E_new < E), gain
+
+
 def _exact_hessian(R, t, X, x, K, w, loss, delta):
     """``d^2 E / d theta^2`` at ``(R, t)`` by double autograd, ``(B, 6, 6)``."""
     with torch.enable_grad():
@@ -94,16 +144,17 @@ def solve_pnp_reference(
     Minimises ``E = 1/2 sum_i rho(w_i . ||pi(K (R X_i + t)) - x_i||^2)`` per problem,
     with the same conventions as :func:`pyfacepnp.solve_pnp` (OpenCV's camera model,
     local pose updates ``R <- exp([dw]x) R``, ``t <- t + dt``). Without ``init`` the pose
-    starts from :func:`omega_initialisation`. A problem stops when the Newton decrement
-    or an accepted decrease of the cost falls below ``tolerance`` times the cost (at
-    least ten machine epsilons of the dtype), when its cost reaches the rounding floor of
-    the pixels, or when no damped step lowers the cost any more.
+    starts from :func:`omega_initialisation`. A problem stops when its undamped
+    Gauss-Newton step satisfies ``|dw|_inf <= tol`` and ``|dt|_inf <= tol |t|`` with
+    ``tol = max(tolerance, 10 eps)`` of the dtype, when its cost reaches the rounding
+    floor of the pixels, or when twelve damped steps in a row fail to lower the cost.
 
-    Problems with non-finite inputs, negative weights or a K whose last row is not
-    ``[0, 0, 1]`` get ``status = INVALID_INPUT``; fewer than four weighted points or a
-    Hessian that is not positive definite at the solution give ``DEGENERATE``. Such
-    problems return ``R = I``, ``t = 0``, ``cost = inf``, zero covariance and zero
-    gradients; they never affect other problems.
+    Statuses follow the op: non-finite inputs, negative weights, a K whose last row is
+    not ``[0, 0, 1]`` or fewer than four weighted points give ``INVALID_INPUT`` (outputs
+    ``R = I``, ``t = 0``, ``cost = 0``); a Hessian that is not positive definite at the
+    solution, or no starting pose in front of the camera, gives ``DEGENERATE``. Only
+    ``CONVERGED`` problems carry gradients; the others' outputs are detached and their
+    covariance is zero (for ``DEGENERATE``). No problem affects another.
 
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
@@ -114,7 +165,7 @@ def solve_pnp_reference(
         loss: ``"l2"`` or ``"huber"``.
         huber_delta: Huber threshold on ``sqrt(w . r^2)``.
         max_iterations: LM iterations at most (rejected steps count).
-        tolerance: relative convergence tolerance.
+        tolerance: step tolerance (radians for dw, relative to |t| for dt).
 
     Returns:
         :class:`PnPResult` with ``R (..., 3, 3)``, ``t (..., 3)``, ``cost (...)``,
@@ -145,8 +196,8 @@ def solve_pnp_reference(
 
     # Bad problems are swapped for a harmless one so no inf/NaN enters the batched math.
     invalid = _invalid_problems(X, x, Kb, w)
-    degenerate = ~invalid & ((w.sum(-1) > 0).sum(-1) < 4)
-    bad = invalid | degenerate
+    invalid |= (w.sum(-1) > 0).sum(-1) < 4
+    bad = invalid
     if bool(bad.any()):
         dX = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]], dtype=dtype, device=device)
         dX = torch.cat([dX, dX.new_zeros(n - 4, 3)]) + torch.tensor([0, 0, 4.0], dtype=dtype, device=device)
@@ -169,61 +220,38 @@ def solve_pnp_reference(
     floor = 0.5 * (8 * eps * scale) ** 2 * w.detach().sum((1, 2))
     tol = max(float(tolerance), 10 * eps)
 
-    def cost_of(R_, t_):
-        uv, z = project(R_, t_, X, Kb)
-        r = uv - x
-        E = 0.5 * robust_rho((w * r * r).sum(-1), loss, huber_delta).sum(-1)
-        ok = ((z > 0) | ~used).all(-1) & torch.isfinite(E)
-        return torch.where(ok, E, torch.full_like(E, float("inf")))
-
-    E = cost_of(R, t)
-    lam = torch.full((B,), _LAMBDA0, dtype=dtype, device=device)
+    E = _cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta).detach()
     no_start = ~bad & ~torch.isfinite(E)  # every initial candidate behind the camera
     active = ~bad & ~no_start
+    lam = torch.full((B,), _LAMBDA0, dtype=dtype, device=device)
+    growth = torch.full((B,), 2.0, dtype=dtype, device=device)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     iterations = torch.zeros(B, dtype=torch.int32, device=device)
-    eye6 = torch.eye(6, dtype=dtype, device=device)
-    for _ in range(max_iterations):
-        done = active & (E.detach() <= floor)
-        converged |= done
-        active &= ~done
-        if not bool(active.any()):
+    rejections = torch.zeros(B, dtype=torch.int32, device=device)
+    for it in range(max_iterations):
+        # Work on the active problems only; index_put keeps the scatter differentiable.
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
             break
-        uv, _, J = residual_jacobian(R, t, X, Kb)
-        r = uv - x
-        s = (w * r * r).sum(-1)
-        Wr = w * robust_weight(s, loss, huber_delta)[..., None]  # (B, N, 2)
-        Jf = J.reshape(B, 2 * n, 6)
-        WJ = (Wr.reshape(B, 2 * n, 1) * Jf).transpose(1, 2)  # (B, 6, 2N)
-        g = (WJ @ r.reshape(B, 2 * n, 1)).squeeze(-1)
-        H = WJ @ Jf
-        # Newton decrement g^T H^-1 g / 2: the cost reduction a full step would predict.
-        gd = g.detach()
-        newton, info = torch.linalg.solve_ex(H.detach(), gd[:, :, None])
-        decrement = 0.5 * (gd * newton.squeeze(-1)).sum(-1)
-        done = active & (info == 0) & (decrement <= tol * E.detach())
-        converged |= done
-        active &= ~done
-        if not bool(active.any()):
-            break
-        iterations += active.to(torch.int32)
-        dH = H.detach().diagonal(dim1=1, dim2=2)
-        damping = torch.diag_embed(lam[:, None] * dH + 1e-12 * dH.amax(-1, keepdim=True))
-        step = -torch.linalg.solve(H + damping, g)
-        R_new = so3_exp(step[:, :3]) @ R
-        t_new = t + step[:, 3:]
-        E_new = cost_of(R_new, t_new)
-        accept = active & (E_new < E)
-        decrease = (E - E_new).detach()
-        stalled = accept & (decrease <= tol * E.detach())
-        R = torch.where(accept[:, None, None], R_new, R)
-        t = torch.where(accept[:, None], t_new, t)
-        E = torch.where(accept, E_new, E)
-        lam = torch.where(accept, (lam / 10).clamp_min(_LAMBDA_MIN), lam * 10)
-        # No damped step lowers the cost: the pose is at the dtype's resolution.
-        done = stalled | (active & (lam > _LAMBDA_MAX))
-        converged |= done
-        active &= ~done
+        sub = (X[idx], x[idx], Kb[idx], w[idx])
+        Ra, ta, Ea, la = R[idx], t[idx], E[idx], lam[idx]
+        Rn, tn, En, done, step_taken, accept, gain = _lm_iteration(
+            Ra, ta, Ea, la, *sub, used[idx], floor[idx], tol, loss, huber_delta, it >= _EXACT_AFTER
+        )
+        R = R.index_put((idx,), torch.where(accept[:, None, None], Rn, Ra))
+        t = t.index_put((idx,), torch.where(accept[:, None], tn, ta))
+        E = E.index_put((idx,), torch.where(accept, En, Ea))
+        # Nielsen's damping update: shrink by the gain ratio on success, grow 2, 4, 8... on failure.
+        nu = growth[idx]
+        shrink = (1 - (2 * gain - 1) ** 3).clamp(1 / 3, 1)
+        lam[idx] = torch.where(accept, (la * shrink).clamp_min(_LAMBDA_MIN), torch.where(step_taken, la * nu, la))
+        growth[idx] = torch.where(accept, 2.0, torch.where(step_taken, nu * 2, nu))
+        iterations[idx] += step_taken.to(torch.int32)
+        rejections[idx] = torch.where(accept, 0, rejections[idx] + step_taken.to(torch.int32))
+        # No damped step lowers the cost any more: the pose is at the dtype's resolution.
+        done |= rejections[idx] >= _MAX_REJECTIONS
+        converged[idx] |= done
+        active[idx] &= ~done
 
     status = torch.full((B,), int(PnPStatus.MAX_ITERATIONS), dtype=torch.int32, device=device)
     status[converged] = int(PnPStatus.CONVERGED)
@@ -231,17 +259,20 @@ def solve_pnp_reference(
     H = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), Kb.detach(), w.detach(), loss, huber_delta)
     L, info = torch.linalg.cholesky_ex(H)
     pd = (info == 0) & torch.isfinite(H).flatten(1).all(1)
+    eye6 = torch.eye(6, dtype=dtype, device=device)
     covariance = torch.where(pd[:, None, None], torch.cholesky_inverse(torch.where(pd[:, None, None], L, eye6)), 0.0)
-    status[~pd | degenerate | no_start] = int(PnPStatus.DEGENERATE)
+    status[~pd | no_start] = int(PnPStatus.DEGENERATE)
     status[invalid] = int(PnPStatus.INVALID_INPUT)
 
-    # Failed problems: fixed outputs, so no gradient reaches their inputs.
-    failed = status >= PnPStatus.DEGENERATE
-    if bool(failed.any()):
-        R = torch.where(failed[:, None, None], eye, R)
-        t = torch.where(failed[:, None], 0.0, t)
-        cost = torch.where(failed, float("inf"), cost)
-        covariance = torch.where(failed[:, None, None], 0.0, covariance)
+    # Only converged problems are differentiable; invalid ones get fixed outputs.
+    ok = status == int(PnPStatus.CONVERGED)
+    if not bool(ok.all()):
+        R = torch.where(ok[:, None, None], R, R.detach())
+        t = torch.where(ok[:, None], t, t.detach())
+        cost = torch.where(ok, cost, cost.detach())
+        R = torch.where(invalid[:, None, None], eye, R)
+        t = torch.where(invalid[:, None], 0.0, t)
+        cost = torch.where(invalid, 0.0, cost)
     return PnPResult(
         R.reshape(*batch, 3, 3),
         t.reshape(*batch, 3),
