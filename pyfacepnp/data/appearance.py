@@ -141,8 +141,8 @@ def _layer_alphas(size):
 
 @functools.lru_cache(maxsize=4)
 def texture_weights(size: int = 256) -> np.ndarray:
-    """``(size * size, len(TEXTURE_LAYERS))`` float32 weights: the albedo texture is
-    ``weights @ palette``. Built once per process (about 0.2 s)."""
+    """``(size, size, len(TEXTURE_LAYERS))`` float32 weights: the albedo texture is
+    ``weights @ palette``. Built once per process (about 0.3 s)."""
     alphas = _layer_alphas(size)
     stack = [np.ones((size, size))] + [alphas[name] for name in TEXTURE_LAYERS[1:]]
     weights = np.empty((len(stack), size, size))
@@ -150,7 +150,7 @@ def texture_weights(size: int = 256) -> np.ndarray:
     for i in range(len(stack) - 1, -1, -1):  # "over" from the top layer down
         weights[i] = stack[i] * remaining
         remaining = remaining * (1.0 - stack[i])
-    out = np.ascontiguousarray(weights.reshape(len(stack), -1).T, dtype=np.float32)
+    out = np.ascontiguousarray(weights.transpose(1, 2, 0), dtype=np.float32)
     out.setflags(write=False)
     return out
 
@@ -188,7 +188,8 @@ def sample_palette(rng: np.random.Generator) -> np.ndarray:
 
 def texture_from_palette(palette: np.ndarray, size: int = 256) -> np.ndarray:
     """``(size, size, 3)`` float32 albedo texture for a palette from :func:`sample_palette`."""
-    return (texture_weights(size) @ palette).reshape(size, size, 3)
+    # cv2.transform is a per-texel matrix product, ~10x faster than numpy's matmul here.
+    return cv2.transform(texture_weights(size), np.ascontiguousarray(palette.T, dtype=np.float32))
 
 
 def sample_lighting(rng: np.random.Generator):
@@ -294,14 +295,19 @@ def draw_occluders(image: np.ndarray, occluders: list, frame_to_out: np.ndarray)
         cv2.fillPoly(image, [pts], tuple(float(c) for c in occ.colour), cv2.LINE_AA, shift)
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator, blur_sigma: float, noise_sigma: float,
+def degrade(image: np.ndarray, noise_seed: int, blur_sigma: float, noise_sigma: float,
             scale: float = 1.0) -> np.ndarray:
     """Gaussian blur (``blur_sigma`` in full-frame pixels, times ``scale`` = output pixels per
-    full-frame pixel) and additive Gaussian noise (``noise_sigma`` per pixel), clipped."""
+    full-frame pixel) and additive Gaussian noise (``noise_sigma`` per pixel), clipped.
+
+    The noise comes from OpenCV's generator seeded with ``noise_seed`` (5x faster than
+    numpy's for a full frame), so it is reproducible."""
     sigma = blur_sigma * scale
     if sigma > 0.05:
         image = cv2.GaussianBlur(image, (0, 0), sigma)
     if noise_sigma > 0:
-        noise = rng.standard_normal(image.shape, dtype=np.float32)
-        image = image + np.float32(noise_sigma) * noise
+        noise = np.empty(image.shape, dtype=np.float32)
+        cv2.setRNGSeed(int(noise_seed) & 0x7FFFFFFF)
+        cv2.randn(noise.reshape(image.shape[0], -1), 0.0, float(noise_sigma))
+        image = image + noise
     return np.clip(image, 0.0, 1.0, out=image)

@@ -348,7 +348,7 @@ class FaceModel:
     def _torch(self, key, array, dtype, device):
         k = (key, dtype, str(device))
         if k not in self._torch_cache:
-            self._torch_cache[k] = torch.as_tensor(array, dtype=dtype, device=device)
+            self._torch_cache[k] = torch.tensor(array, dtype=dtype, device=device)  # copy: arrays are read-only
         return self._torch_cache[k]
 
 

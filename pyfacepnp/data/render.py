@@ -25,7 +25,8 @@ class RenderOutput(NamedTuple):
 
 def _as_tensor(name, x, dtype, shape_desc, ndim):
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        x = torch.from_numpy(x if x.flags.writeable else x.copy())  # torch wants writable memory
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a numpy array or torch tensor of shape {shape_desc}, got {type(x).__name__}")
     if x.dim() != ndim:

@@ -200,18 +200,19 @@ class SyntheticFaceDataset(Dataset):
         return A
 
     def render(self, scene: FaceScene, vertices_cam: np.ndarray, K: np.ndarray, frame_to_out: np.ndarray,
-               out_size: int, noise_stream: int) -> np.ndarray:
+               out_size: int, noise_stream: int, texture: Optional[np.ndarray] = None) -> np.ndarray:
         """Render ``(out_size, out_size, 3)`` float32 of a scene seen through ``K`` (whose
         pixels relate to the full frame by ``frame_to_out``)."""
         background = ap.warp_background(scene.background, frame_to_out, self.image_size, out_size)
-        texture = ap.texture_from_palette(scene.palette, self.texture_size)
+        if texture is None:
+            texture = ap.texture_from_palette(scene.palette, self.texture_size)
         out = render_mesh(vertices_cam, self.model.triangles, self.model.texcoords, texture, K.astype(np.float32),
                           background, scene.lights, scene.material)
         img = out.image.numpy()
         ap.draw_occluders(img, scene.occluders, frame_to_out)
         scale = float(np.sqrt(abs(np.linalg.det(frame_to_out[:, :2]))))
-        rng = np.random.default_rng(self._seed(2, scene.index, noise_stream))
-        return ap.degrade(img, rng, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
+        noise_seed = int(self._seed(2, scene.index, noise_stream).generate_state(1)[0])
+        return ap.degrade(img, noise_seed, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
 
     def __getitem__(self, index: int) -> dict:
         if isinstance(index, torch.Tensor):
@@ -225,7 +226,8 @@ class SyntheticFaceDataset(Dataset):
         A = self.crop_affine(scene, lm)
         K_crop = crop_intrinsics(K, A)
         cam = (V.astype(np.float64) @ R.T + t).astype(np.float32)
-        crop = self.render(scene, cam, K_crop, A, self.crop_size, 1)
+        texture = ap.texture_from_palette(scene.palette, self.texture_size)
+        crop = self.render(scene, cam, K_crop, A, self.crop_size, 1, texture)
         f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         item = {
             "crop": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
@@ -244,6 +246,6 @@ class SyntheticFaceDataset(Dataset):
             "identity": torch.tensor(scene.identity, dtype=torch.int64),
         }
         if self.render_image:
-            image = self.render(scene, cam, K, np.eye(3)[:2], self.image_size, 0)
+            image = self.render(scene, cam, K, np.eye(3)[:2], self.image_size, 0, texture)
             item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return item
