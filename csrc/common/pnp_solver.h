@@ -82,13 +82,13 @@ PFP_HD bool step_is_small(const T* d, const Pose<T>& P, T tol) {
 }
 
 // Levenberg-Marquardt (Nielsen's damping update) from `pose`, whose Gauss-Newton normal
-// equations are `eq`. Returns true when it converged (small step, or no decrease possible
-// at machine precision); `iters` counts the proposals.
+// equations are `eq`, until a step is below `tol` (or no decrease is possible at machine
+// precision: true) or `iters` reaches max_iterations (false). `iters` counts proposals and
+// carries over between calls.
 template <typename T, typename Acc>
-PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& eq,
-                      int32_t& iters) {
+PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, T tol, Pose<T>& pose,
+                      NormalEq<T>& eq, int32_t& iters) {
   T lambda = T(1e-3), nu = T(2);
-  iters = 0;
   while (iters < prm.max_iterations) {
     ++iters;
     T d[6];
@@ -98,7 +98,7 @@ PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, Norma
       if (lambda > T(1e16)) return true;
       continue;
     }
-    const bool small = step_is_small(d, pose, prm.tolerance);
+    const bool small = step_is_small(d, pose, tol);
     if (small && lambda < T(1e3)) return true;
     T pred = T(0);  // predicted decrease -(g.d + d.H.d/2)
     for (int i = 0; i < 6; ++i) {
@@ -128,37 +128,59 @@ PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, Norma
   return false;
 }
 
-// Final Newton iterations with the exact Hessian: quadratic convergence to the point where
-// the exact gradient vanishes, which the implicit backward assumes. Leaves `ex` = exact
-// normal equations at the returned pose.
+// Newton iterations with the exact Hessian from near the optimum: quadratic convergence to
+// the point where the exact gradient vanishes, which the implicit backward assumes. True
+// when the next Newton step is below prm.tolerance. Leaves `ex` = exact normal equations
+// at the returned pose.
 template <typename T, typename Acc>
-PFP_HD void newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex) {
+PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex) {
   acc.normal_eq(pose, true, ex);
   T prev = T(-1);
-  for (int it = 0; it < 4; ++it) {
+  for (int it = 0; it < 5; ++it) {
     T Hinv[36];
-    if (!spd_inverse6(ex.H, prm.pd_tol, Hinv)) return;
-    T d[6], size = T(0);
+    if (!spd_inverse6(ex.H, prm.pd_tol, Hinv)) return false;
+    T d[6];
     for (int i = 0; i < 6; ++i) {
       T s = T(0);
       for (int j = 0; j < 6; ++j) s -= Hinv[6 * i + j] * ex.g[j];
       d[i] = s;
     }
-    for (int i = 0; i < 6; ++i) size = tmax(size, tabs(d[i]) * (i < 3 ? T(1) : T(1) / sqrt(dot3(pose.t, pose.t))));
-    if (!(size > T(1e-15))) return;
+    if (step_is_small(d, pose, prm.tolerance)) return true;
+    const T tn = sqrt(dot3(pose.t, pose.t));
+    T size = T(0);
+    for (int i = 0; i < 3; ++i) size = tmax(size, tmax(tabs(d[i]), tabs(d[3 + i]) / tn));
     // Near the optimum the cost changes by less than its rounding error, so a step is
     // judged by contraction (Newton steps shrink quadratically) and a cost that does not
     // rise beyond rounding.
-    if (prev >= T(0) && size > T(0.5) * prev) return;
+    if (prev >= T(0) && size > T(0.5) * prev) return false;
     Pose<T> cand;
     apply_step(pose, d, cand);
     NormalEq<T> ec;
-    if (!acc.normal_eq(cand, true, ec)) return;
-    if (!(ec.cost <= ex.cost + T(1e-11) * tabs(ex.cost))) return;
+    if (!acc.normal_eq(cand, true, ec)) return false;
+    if (!(ec.cost <= ex.cost + T(1e-11) * tabs(ex.cost))) return false;
     pose = cand;
     ex = ec;
     prev = size;
   }
+  return false;
+}
+
+// Finish a pose that LM brought within max(tolerance, 1e-6): exact Newton (about two passes
+// over the points instead of several linear-rate LM iterations); if the Newton iterations
+// do not contract, LM resumes at the full tolerance. True when converged; `ex` holds the
+// exact normal equations at the final pose.
+template <typename T, typename Acc>
+PFP_HD bool finish_to_tolerance(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose,
+                                NormalEq<T>& ex, int32_t& iters) {
+  if (newton_polish(acc, prm, pose, ex)) return true;
+  NormalEq<T> eq;
+  acc.normal_eq(pose, false, eq);
+  const bool conv = lm_refine(acc, prm, prm.tolerance, pose, eq, iters);
+  if (conv)
+    newton_polish(acc, prm, pose, ex);
+  else
+    acc.normal_eq(pose, true, ex);
+  return conv;
 }
 
 template <typename T>
@@ -318,9 +340,7 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
         behind = init_failed_or_absent && n_active >= 6 && T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n_starts - 1]) < ferr[c];
       }
       ++used;
-      int32_t iters = 0;
-      const bool conv = lm_refine(acc, prm, pose, eq, iters);
-      total_iters += iters;
+      const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, total_iters);
       if (!have || eq.cost < best_cost) {
         have = true;
         best = pose;
@@ -336,9 +356,10 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
 
   NormalEq<T> ex;
   if (best_conv)
-    newton_polish(acc, prm, best, ex);
+    best_conv = finish_to_tolerance(acc, prm, best, ex, total_iters);
   else
     acc.normal_eq(best, true, ex);
+  res.iterations = total_iters;
   res.pose = best;
   res.cost = ex.cost;
   const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
