@@ -97,9 +97,23 @@ def _wcpa_dataset(cfg: DataConfig, split: str):
     return WCPADataset(cfg.root, list_file=lst or None, crop_size=cfg.crop_size)
 
 
+def _data_code_digest() -> str:
+    """Digest of the data layer's sources: a changed renderer or face model re-renders."""
+    import pyfacepnp.data as pkg
+
+    h = hashlib.sha1()
+    folder = os.path.dirname(pkg.__file__)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:12]
+
+
 def cache_path(cfg: DataConfig, split: str, keep_image: bool) -> str:
-    """File of a rendered synthetic split; its name hashes everything that shapes the data."""
-    key = {"split": split, "n": {"train": cfg.train_samples, "val": cfg.val_samples,
+    """File of a rendered synthetic split; its name hashes everything that shapes the data
+    (sizes, seed, and the data layer's source code)."""
+    key = {"code": _data_code_digest(), "split": split, "n": {"train": cfg.train_samples, "val": cfg.val_samples,
                                  "test": cfg.test_samples}[split],
            "seed": cfg.seed, "image": cfg.image_size, "crop": cfg.crop_size,
            "det": cfg.detector_size, "keep": keep_image, "v": 1}
