@@ -52,17 +52,18 @@ def crop_intrinsics(K: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return A3 @ np.asarray(K, dtype=np.float64)
 
 
-def wcpa_intrinsics(image_size: int = WCPA_IMAGE_SIZE, focal: float = WCPA_FOCAL) -> np.ndarray:
-    """``(3, 3)`` float64 WCPA intrinsics for a square frame resized to ``image_size``.
+def wcpa_intrinsics(image_size=WCPA_IMAGE_SIZE, focal: float = WCPA_FOCAL) -> np.ndarray:
+    """``(3, 3)`` float64 WCPA intrinsics for the 800x800 frame resized to ``image_size``
+    (an int for a square frame, or ``(width, height)``), pixel-centre convention.
 
     Example:
         >>> wcpa_intrinsics()[0]
         array([629.8,   0. , 400. ])
     """
-    K = np.array([[focal, 0.0, 400.0], [0.0, focal, 400.0], [0.0, 0.0, 1.0]])
-    if image_size == WCPA_IMAGE_SIZE:
-        return K
-    return crop_intrinsics(K, resize_affine(WCPA_IMAGE_SIZE, image_size))
+    w, h = (image_size, image_size) if np.isscalar(image_size) else image_size
+    sx, sy = w / WCPA_IMAGE_SIZE, h / WCPA_IMAGE_SIZE
+    # x' = s (x + 1/2) - 1/2 maps the 800 px frame's pixel coordinates to the resized one's.
+    return np.array([[focal * sx, 0.0, 400.5 * sx - 0.5], [0.0, focal * sy, 400.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
