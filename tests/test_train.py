@@ -207,10 +207,10 @@ def test_resume_continues_exactly(tmp_path):
     cfg_a = tiny_config(tmp_path, "straight")
     straight = run_training(cfg_a, info=DistInfo())
     cfg_b = tiny_config(tmp_path, "stopped")
-    first = run_training(cfg_b, stop_after={"stage1": 3}, info=DistInfo())
+    first = run_training(cfg_b, stop_after={"stage1": 4}, info=DistInfo())
     assert first.get("stopped")
     ck = load_checkpoint(os.path.join(cfg_b.run_dir, "checkpoints", "stage1.pt"))
-    assert ck["step"] == 3 and not ck["done"]
+    assert ck["step"] == 4 and not ck["done"]
     resumed = run_training(cfg_b, resume=True, info=DistInfo())
     for name in ("detector", "stage1", "stage2"):
         a, b = _params(straight[name]), _params(resumed[name])

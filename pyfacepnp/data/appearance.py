@@ -213,12 +213,14 @@ def sample_lighting(rng: np.random.Generator):
 def sample_background(rng: np.random.Generator, size: int = 160) -> np.ndarray:
     """A random ``(size, size, 3)`` float32 background pattern covering the whole frame:
     a colour gradient, smooth noise and a few random shapes."""
-    c0, c1 = rng.random(3), rng.random(3)
-    t = np.linspace(0, 1, size, dtype=np.float32)
+    c0, c1 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
+    t = np.linspace(-0.5, 0.5, size, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = np.clip(0.5 + (np.cos(angle) * (t[None, :] - 0.5) + np.sin(angle) * (t[:, None] - 0.5)), 0, 1)
-    img = c0[None, None, :] * (1 - ramp[..., None]) + c1[None, None, :] * ramp[..., None]
-    img = img + rng.uniform(0.0, 0.35) * (np.stack([_noise(rng, size, int(rng.integers(3, 24))) for _ in range(3)], -1) - 0.5)
+    ramp = np.clip(0.5 + np.float32(np.cos(angle)) * t[None, :] + np.float32(np.sin(angle)) * t[:, None], 0, 1)
+    img = c0 + ramp[..., None] * (c1 - c0)
+    cells = int(rng.integers(3, 24))
+    noise = cv2.resize(rng.random((cells, cells, 3), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    img += np.float32(rng.uniform(0.0, 0.35)) * (noise - 0.5)
     # Shapes are drawn in 8 bits: OpenCV anti-aliases only there.
     img = np.ascontiguousarray(np.clip(img, 0, 1) * 255).astype(np.uint8)
     for _ in range(int(rng.integers(0, 7))):

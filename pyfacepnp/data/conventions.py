@@ -115,6 +115,12 @@ def wcpa_rotation_from_euler(pitch, yaw, roll) -> np.ndarray:
         >>> np.allclose(wcpa_rotation_from_euler(0.0, 0.0, 0.0), np.eye(3))
         True
     """
+    if all(np.ndim(a) == 0 for a in (pitch, yaw, roll)):  # scalar fast path (data sampling)
+        cp, sp, cy, sy, cr, sr = (f(float(a)) for a in (pitch, yaw, roll) for f in (np.cos, np.sin))
+        ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+        rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
+        rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+        return (rz @ rx @ ry).T
     pitch, yaw, roll = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (pitch, yaw, roll)))
     c, s = np.cos, np.sin
     zeros, ones = np.zeros_like(pitch), np.ones_like(pitch)

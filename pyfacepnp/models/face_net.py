@@ -39,9 +39,9 @@ class MeshHead(nn.Module):
 
     def __init__(self, c_in: int, hidden: int, template, id_basis, exp_basis) -> None:
         super().__init__()
-        template = torch.as_tensor(np.asarray(template), dtype=torch.float32)
-        basis = torch.cat([torch.as_tensor(np.asarray(id_basis), dtype=torch.float32),
-                           torch.as_tensor(np.asarray(exp_basis), dtype=torch.float32)], 0)
+        template = torch.tensor(np.array(template), dtype=torch.float32)
+        basis = torch.cat([torch.tensor(np.array(id_basis), dtype=torch.float32),
+                           torch.tensor(np.array(exp_basis), dtype=torch.float32)], 0)
         self.num_id = int(np.asarray(id_basis).shape[0])
         self.register_buffer("template", template)
         self.register_buffer("basis", basis.reshape(basis.shape[0], -1))

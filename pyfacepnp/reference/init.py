@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from pyfacepnp.reference.objective import project, robust_rho
+from pyfacepnp.reference.objective import project, robust_rho, robust_weight
 from pyfacepnp.reference.so3 import skew, so3_exp
 
 _REFINE_ITERATIONS = 12
 _IMAGE_CHECKED = 4  # candidates whose image-space cost is evaluated
+_ROBUST_ROUNDS = 6  # reweighting rounds for the Huber loss
 
 
 def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
@@ -130,7 +131,24 @@ def omega_initialisation(
     """
     out_dtype = points3d.dtype
     X, x, K, w2 = (a.detach().to(torch.float64) for a in (points3d, points2d, K, weights))
-    w = w2.mean(-1)
+    R, t = _best_candidate(X, x, K, w2, w2.mean(-1), loss, huber_delta)
+    if loss == "huber":
+        # Iteratively reweighted: the object-space error knows nothing of Huber, so
+        # weight each point by rho'(s) of its image residual under the current pose.
+        for _ in range(_ROBUST_ROUNDS):
+            uv, _ = project(R, t, X, K)
+            res = (w2 * (uv - x) ** 2).sum(-1)
+            res = torch.where(torch.isfinite(res), res, torch.inf)
+            phi = robust_weight(res, loss, huber_delta)
+            # ... and drop points far beyond the typical residual, which Huber only damps.
+            med = res.masked_fill(w2.sum(-1) <= 0, torch.nan).nanmedian(-1, keepdim=True).values
+            phi = torch.where(torch.isfinite(phi) & (res <= 9 * med), phi, 0.0)
+            R, t = _best_candidate(X, x, K, w2, w2.mean(-1) * phi, loss, huber_delta)
+    return R.to(out_dtype), t.to(out_dtype)
+
+
+def _best_candidate(X, x, K, w2, w, loss, huber_delta):
+    """The candidate pose with the lowest image-space cost, for object-space weights w."""
     B, N, _ = X.shape
     wsum = w.sum(-1, keepdim=True).clamp_min(1e-300)
     c = (w[..., None] * X).sum(1) / wsum
@@ -153,20 +171,19 @@ def omega_initialisation(
     tn = (P[:, None] @ Rc.reshape(B, S, 9, 1)).squeeze(-1)  # (B, S, 3), for normalised points
     tc = s[:, None] * tn - (Rc @ c[:, None, :, None]).squeeze(-1)
 
-    # Keep the candidates with every weighted point in front, rank them by the
-    # object-space error, and let the image-space cost pick among the best few.
+    # Prefer candidates with fewer weighted points behind the camera (none, when any
+    # candidate manages it), rank them by the object-space error, and let the
+    # image-space cost pick among the best few.
     z = (X @ Rc[:, :, 2, :].transpose(1, 2)).transpose(1, 2) + tc[:, :, 2, None]  # (B, S, N)
-    in_front = ((z > 0) | (w <= 0)[:, None]).all(-1)
+    behind = ((z <= 0) & (w > 0)[:, None]).sum(-1).to(X.dtype)  # (B, S)
     f = (Rc.reshape(B, S, 1, 9) @ omega[:, None] @ Rc.reshape(B, S, 9, 1)).reshape(B, S)
-    f = torch.where(in_front, f, f + f.abs().amax(1, keepdim=True) + 1e300)
-    top = f.topk(_IMAGE_CHECKED, dim=1, largest=False).indices  # (B, T)
+    top = (behind * (f.abs().amax(1, keepdim=True) + 1) + f).topk(_IMAGE_CHECKED, dim=1, largest=False).indices
     idx = torch.arange(B, device=X.device)[:, None]
     Rt, tt = Rc[idx, top], tc[idx, top]
     uv, _ = project(Rt, tt, X[:, None], K[:, None])
     r = uv - x[:, None]
     cost = 0.5 * robust_rho((w2[:, None] * r * r).sum(-1), loss, huber_delta).sum(-1)
-    cost = torch.where(in_front[idx, top] & torch.isfinite(cost), cost, torch.inf)
-    cost = torch.where(torch.isnan(cost), torch.inf, cost)
-    best = cost.argmin(1)
+    cost = torch.where(torch.isfinite(cost), cost, torch.finfo(cost.dtype).max / 4)
+    best = (behind[idx, top] * (cost.amax(1, keepdim=True) + 1) + cost).argmin(1)
     idx = idx[:, 0]
-    return Rt[idx, best].to(out_dtype), tt[idx, best].to(out_dtype)
+    return Rt[idx, best], tt[idx, best]

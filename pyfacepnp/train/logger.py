@@ -9,8 +9,9 @@ import os
 class MetricsLogger:
     """Appends one CSV row per logged step; mirrors scalars to TensorBoard if available.
 
-    On resume the file is truncated to the rows before the resumed step, so the CSV of a
-    stopped-and-resumed run equals that of an uninterrupted one.
+    On resume the file keeps the rows up to the resumed step (a row's step counts the steps
+    done), so a run stopped at a logging step and resumed writes the same CSV as an
+    uninterrupted one.
     """
 
     def __init__(self, path: str, resume_step: int = 0, enabled: bool = True) -> None:
@@ -23,7 +24,7 @@ class MetricsLogger:
         rows: list[dict] = []
         if resume_step > 0 and os.path.exists(path):
             with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step]
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         if rows:
             self.fields = list(rows[0].keys())
         with open(path, "w", newline="") as f:

@@ -163,7 +163,6 @@ def run_training(cfg: RunConfig, resume: bool = False, face_model=None, stop_aft
 def _run_training(cfg, resume, face_model, stop_after, info):
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.train.seed)
     if info.is_main:
         os.makedirs(cfg.run_dir, exist_ok=True)
         cfg.save(os.path.join(cfg.run_dir, "config.json"))
@@ -171,6 +170,9 @@ def _run_training(cfg, resume, face_model, stop_after, info):
     train = load_split(cfg.data, "train", info)
     _with_frame_size(train, cfg.data.image_size)
     stats = train_statistics(train)
+    # Seed just before initialising: rendering the cache (or not, when it exists) must not
+    # change the initial weights.
+    torch.manual_seed(cfg.train.seed)
     det, net = build_models(cfg, face_model)
     det.set_mean_landmarks(pixels_to_normalized(train.tensors["landmarks68"], cfg.data.image_size).mean(0))
     net.landmark_head.set_mean_landmarks(stats["mean_crop_landmarks"])
