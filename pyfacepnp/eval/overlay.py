@@ -27,7 +27,8 @@ def draw_mesh(image: np.ndarray, points2d, triangles, color=(255, 64, 64), thick
     finite = np.isfinite(pts).all(1)
     edges = edges[finite[edges[:, 0]] & finite[edges[:, 1]]]
     shift = 4  # sub-pixel precision of cv2.line: coordinates in 1/16 px
-    fixed = np.round(pts * (1 << shift)).clip(-(2**30), 2**30).astype(np.int64)
+    safe = np.where(np.isfinite(pts), pts, 0.0)  # non-finite points have no edges left
+    fixed = np.round(safe * (1 << shift)).clip(-(2**30), 2**30).astype(np.int64)
     layer = np.ascontiguousarray(image.copy())
     lines = [fixed[e].reshape(2, 1, 2).astype(np.int32) for e in edges]
     cv2.polylines(layer, lines, False, tuple(int(c) for c in color), thickness, cv2.LINE_AA, shift)
