@@ -97,9 +97,25 @@ PFP_HD void cube_rotation(int k, double* R) {
   for (int i = 0; i < 3; ++i) R[3 * i + perms[p][i]] = sg[i];
 }
 
-// Damped Newton on SO(3) for f(R) = r^T Omega r, R <- exp([d]x) R. Returns f at the end.
+// Without known minima (e.g. the starts run side by side on a device).
 template <typename T>
-PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
+PFP_HD T so3_descent(const T* Om, T* R, int max_iter);
+
+// max |A - B| over the 9 entries of two rotations.
+template <typename T>
+PFP_HD T rot_distance(const T* A, const T* B) {
+  T d = T(0);
+  for (int i = 0; i < 9; ++i) d = tmax(d, tabs(A[i] - B[i]));
+  return d;
+}
+
+// Damped Newton on SO(3) for f(R) = r^T Omega r, R <- exp([d]x) R. Returns f at the end.
+// `known` holds n_known minima found already (stride `stride` values, rotation first): a
+// descent that comes close to one of them stops early and sets `dup`.
+template <typename T>
+PFP_HD T so3_descent(const T* Om, T* R, int max_iter, const T* known, int n_known, int stride,
+                     bool& dup) {
+  dup = false;
   T f = quad9(Om, R);
   T lambda = T(1e-6) * (tabs(Om[0]) + tabs(Om[40]) + tabs(Om[80]) + T(1e-300));
   for (int it = 0; it < max_iter; ++it) {
@@ -172,6 +188,11 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
         lambda *= T(0.3);
         moved = true;
         if (gain <= T(1e-12) * f) return f;
+        for (int c = 0; c < n_known; ++c)
+          if (rot_distance(R, known + c * stride) < T(1e-3)) {
+            dup = true;  // inside the basin of a known minimum: it will end there
+            return f;
+          }
       } else {
         lambda = tmax(lambda * T(10), T(1e-12) * (tabs(H[0]) + tabs(H[4]) + tabs(H[8])) + T(1e-300));
       }
@@ -179,6 +200,12 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
     if (!moved) return f;
   }
   return f;
+}
+
+template <typename T>
+PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
+  bool dup = false;
+  return so3_descent(Om, R, max_iter, R, 0, 9, dup);
 }
 
 }  // namespace pfp

@@ -228,15 +228,20 @@ struct has_parallel_starts<Acc, std::void_t<decltype(Acc::kParallelStarts)>>
     : std::integral_constant<bool, Acc::kParallelStarts> {};
 
 // The minimum of the object-space error reached from the k-th cube rotation: R and f(R).
+// Run in turn, a descent that enters the basin of one of the n minima found so far stops
+// early with `dup` set.
 template <typename T, typename Acc>
-PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R) {
+PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R, const Pose<T>* found, int n,
+                       bool& dup) {
+  dup = false;
   if constexpr (has_parallel_starts<Acc>::value) {
     return acc.start_minimum(k, R);
   } else {
     double Rd[9];
     cube_rotation(k, Rd);
     for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
-    return so3_descent(Omega, R, kStartIterations);
+    return so3_descent(Omega, R, kStartIterations, found[0].R, n,
+                       int(sizeof(Pose<T>) / sizeof(T)), dup);
   }
 }
 
@@ -257,14 +262,10 @@ PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
   int n = 0;
   for (int k = 0; k < kNumStarts; ++k) {
     T R[9];
-    const T f = start_minimum(acc, Omega, k, R);
-    if (!is_finite(f)) continue;
     bool dup = false;  // the same minimum reached from another start
-    for (int c = 0; c < n && !dup; ++c) {
-      T diff = T(0);
-      for (int i = 0; i < 9; ++i) diff = tmax(diff, tabs(R[i] - mins[c].R[i]));
-      dup = diff < T(1e-5);
-    }
+    const T f = start_minimum(acc, Omega, k, R, mins, n, dup);
+    if (!is_finite(f) || dup) continue;
+    for (int c = 0; c < n && !dup; ++c) dup = rot_distance(R, mins[c].R) < T(1e-5);
     if (dup) continue;
     int pos = n++;  // insertion sort by f
     while (pos > 0 && f < ferr[pos - 1]) {
