@@ -115,12 +115,12 @@ def solve_pnp(
         ``iterations (...)``, ``status (...)`` and ``covariance (..., 6, 6)``.
 
     Example:
-        >>> X = torch.randn(8, 3, dtype=torch.float64)
+        >>> X = torch.randn(8, 3, dtype=torch.float64)  # object points
         >>> K = torch.tensor([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]], dtype=torch.float64)
-        >>> Xc = X + torch.tensor([0.0, 0.0, 6.0], dtype=torch.float64)
+        >>> Xc = X + torch.tensor([0.0, 0.0, 6.0], dtype=torch.float64)  # R = I, t = (0, 0, 6)
         >>> x = (Xc @ K.T)[:, :2] / Xc[:, 2:]
         >>> res = solve_pnp(X, x, K)
-        >>> bool(res.converged), float(res.t[2])
+        >>> bool(res.converged), round(float(res.t[2]), 9)
         (True, 6.0)
     """
     check_tensor("points3d", points3d, ["N", 3])

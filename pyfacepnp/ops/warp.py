@@ -44,10 +44,11 @@ def invert_affine(affine: torch.Tensor) -> torch.Tensor:
     Raises ``ValueError`` if any linear part is singular (|det| <= 1e-12 times its scale).
 
     Example:
-        >>> A = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, -1.0]])
-        >>> invert_affine(A)
-        tensor([[ 0.5000,  0.0000, -0.5000],
-                [ 0.0000,  0.5000,  0.5000]])
+        >>> A = torch.tensor([[2.0, 0.0, 1.0], [0.0, 4.0, -1.0]])
+        >>> invert_affine(A)[..., 2]
+        tensor([-0.5000,  0.2500])
+        >>> warp_points(warp_points(torch.tensor([[3.0, 5.0]]), A), invert_affine(A))
+        tensor([[3., 5.]])
     """
     check_tensor("affine", affine, [2, 3])
     a, b, tx = affine[..., 0, 0], affine[..., 0, 1], affine[..., 0, 2]
