@@ -51,8 +51,8 @@ def wcpa_to_opencv(R_t):
     Example:
         >>> R_t = np.eye(4); R_t[3, :3] = [0.0, 0.0, -0.5]
         >>> R, t = wcpa_to_opencv(R_t)
-        >>> t
-        array([-0. ,  0. ,  0.5])
+        >>> t + 0.0  # (+ 0.0 turns the -0.0 of the flipped axis into 0.0)
+        array([0. , 0. , 0.5])
     """
     _check_trailing("R_t", R_t, (4, 4))
     rot_gl = R_t[..., :3, :3].swapaxes(-1, -2) if isinstance(R_t, np.ndarray) else R_t[..., :3, :3].transpose(-1, -2)
