@@ -24,7 +24,8 @@ from pyfacepnp.reference.objective import (
 from pyfacepnp.reference.result import PnPResult, PnPStatus
 from pyfacepnp.reference.so3 import so3_exp
 
-_LAMBDA0, _LAMBDA_MIN, _MAX_REJECTIONS = 1e-4, 1e-12, 12
+_LAMBDA0, _LAMBDA_MIN, _MAX_REJECTIONS = 1e-4, 1e-12, 8
+_MAX_POLISH = 2  # undamped exact-Hessian steps once the cost cannot judge steps
 _EXACT_AFTER = 10  # iterations of Gauss-Newton before the stragglers switch to Newton
 
 
@@ -75,16 +76,20 @@ def _cost_in_front(R, t, X, x, K, w, used, loss, delta):
     return torch.where(ok, E, torch.full_like(E, float("inf")))
 
 
-def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact):
+def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact, polished):
     """One damped (Gauss-)Newton step for each problem given (all of them active).
 
     With ``exact``, the step uses the exact Hessian (autograd, detached) wherever it is
     positive definite: Gauss-Newton converges only linearly on large-residual problems.
+    Once the decrease a full step predicts is at the rounding level of E, comparing costs
+    cannot judge steps any more: the problem then takes undamped exact-Hessian "polish"
+    steps, accepted unconditionally (``polished`` counts them), as the op does.
 
-    Returns ``(R_new, t_new, E_new, converged, step_taken, accepted, gain)``: a problem is
-    converged without stepping when its cost is at the rounding floor or its undamped
-    step is below tolerance (the test the op uses); otherwise it steps, the step is
-    accepted if it lowers the cost, and ``gain`` is the actual over the predicted decrease.
+    Returns ``(R_new, t_new, E_new, converged, step_taken, accepted, gain, polishing)``: a
+    problem is converged without stepping when its cost is at the rounding floor, its
+    undamped step is below tolerance (the test the op uses) or it has been polished
+    twice; otherwise it steps, the step is accepted if it lowers the cost (or polishes),
+    and ``gain`` is the actual over the predicted decrease.
     """
     A, n = X.shape[:2]
     uv, _, J = residual_jacobian(R, t, X, K)
@@ -94,25 +99,37 @@ def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact
     WJ = (Wr.reshape(A, 2 * n, 1) * Jf).transpose(1, 2)  # (A, 6, 2N)
     g = (WJ @ r.reshape(A, 2 * n, 1)).squeeze(-1)
     H = WJ @ Jf
-    if exact:
-        He = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), K.detach(), w.detach(), loss, delta)
+    gd = g.detach()
+
+    def newton_of(H_):
+        sol, info = torch.linalg.solve_ex(H_.detach(), gd[:, :, None])
+        return sol.squeeze(-1), info == 0
+
+    newton, ok = newton_of(H)
+    at_rounding = ok & (0.5 * (gd * newton).sum(-1).abs() <= 100 * torch.finfo(E.dtype).eps * E)
+    use_exact = at_rounding if not exact else torch.ones_like(at_rounding)
+    if bool(use_exact.any()):
+        sel = use_exact.nonzero().squeeze(1)
+        He = _exact_hessian(R[sel].detach(), t[sel].detach(), X[sel].detach(), x[sel].detach(), K[sel].detach(),
+                            w[sel].detach(), loss, delta)
         pd = torch.linalg.cholesky_ex(He)[1] == 0
-        H = torch.where(pd[:, None, None], He, H)
-    newton, info = torch.linalg.solve_ex(H.detach(), g.detach()[:, :, None])
-    newton = newton.squeeze(-1).abs()
-    small = (newton[:, :3].amax(-1) <= tol) & (newton[:, 3:].amax(-1) <= tol * t.detach().norm(dim=-1))
-    converged = (E <= floor) | ((info == 0) & small)
+        H = H.index_put((sel,), torch.where(pd[:, None, None], He, H[sel]))
+        newton, ok = newton_of(H)
+    small = (newton[:, :3].abs().amax(-1) <= tol) & (newton[:, 3:].abs().amax(-1) <= tol * t.detach().norm(dim=-1))
+    converged = (E <= floor) | (ok & small) | (polished >= _MAX_POLISH)
+    polishing = at_rounding & ~converged
     dH = H.detach().diagonal(dim1=1, dim2=2)
-    damping = torch.diag_embed(lam[:, None] * dH + 1e-12 * dH.amax(-1, keepdim=True))
-    step = -torch.linalg.solve(H + damping, g)
+    damp = torch.where(polishing[:, None], 0.0, lam[:, None] * dH) + 1e-12 * dH.amax(-1, keepdim=True)
+    step = -torch.linalg.solve(H + torch.diag_embed(damp), g)
     R_new = so3_exp(step[:, :3]) @ R
     t_new = t + step[:, 3:]
     E_new = _cost_in_front(R_new, t_new, X, x, K, w, used, loss, delta).detach()
-    sd, gd = step.detach(), g.detach()
+    sd = step.detach()
     predicted = -((gd * sd).sum(-1) + 0.5 * (sd[:, None] @ H.detach() @ sd[:, :, None]).reshape(-1))
     gain = (E - E_new) / predicted.clamp_min(torch.finfo(E.dtype).tiny)
     step_taken = ~converged
-    return R_new, t_new, E_new, converged, step_taken, step_taken & (E_new < E), gain
+    accepted = step_taken & ((E_new < E) | (polishing & torch.isfinite(E_new)))
+    return R_new, t_new, E_new, converged, step_taken, accepted, gain, polishing
 
 
 def _exact_hessian(R, t, X, x, K, w, loss, delta):
@@ -147,7 +164,11 @@ def solve_pnp_reference(
     starts from :func:`omega_initialisation`. A problem stops when its undamped
     Gauss-Newton step satisfies ``|dw|_inf <= tol`` and ``|dt|_inf <= tol |t|`` with
     ``tol = max(tolerance, 10 eps)`` of the dtype, when its cost reaches the rounding
-    floor of the pixels, or when twelve damped steps in a row fail to lower the cost.
+    floor of the pixels, or when eight damped steps in a row fail to lower the cost.
+    Problems still running after ten iterations switch to the exact Hessian (by
+    autograd), and so does every problem once its cost can no longer tell a better pose
+    from a worse one (a full step predicts a decrease below 100 eps E): it then takes at
+    most two undamped Newton steps, like the op's final polish.
 
     Statuses follow the op: non-finite inputs, negative weights, a K whose last row is
     not ``[0, 0, 1]`` or fewer than four weighted points give ``INVALID_INPUT`` (outputs
@@ -228,6 +249,7 @@ def solve_pnp_reference(
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     iterations = torch.zeros(B, dtype=torch.int32, device=device)
     rejections = torch.zeros(B, dtype=torch.int32, device=device)
+    polished = torch.zeros(B, dtype=torch.int32, device=device)
     for it in range(max_iterations):
         # Work on the active problems only; index_put keeps the scatter differentiable.
         idx = active.nonzero().squeeze(1)
@@ -235,15 +257,17 @@ def solve_pnp_reference(
             break
         sub = (X[idx], x[idx], Kb[idx], w[idx])
         Ra, ta, Ea, la = R[idx], t[idx], E[idx], lam[idx]
-        Rn, tn, En, done, step_taken, accept, gain = _lm_iteration(
-            Ra, ta, Ea, la, *sub, used[idx], floor[idx], tol, loss, huber_delta, it >= _EXACT_AFTER
+        Rn, tn, En, done, step_taken, accept, gain, polishing = _lm_iteration(
+            Ra, ta, Ea, la, *sub, used[idx], floor[idx], tol, loss, huber_delta, it >= _EXACT_AFTER, polished[idx]
         )
+        polished[idx] += polishing.to(torch.int32)
         R = R.index_put((idx,), torch.where(accept[:, None, None], Rn, Ra))
         t = t.index_put((idx,), torch.where(accept[:, None], tn, ta))
         E = E.index_put((idx,), torch.where(accept, En, Ea))
         # Nielsen's damping update: shrink by the gain ratio on success, grow 2, 4, 8... on failure.
         nu = growth[idx]
         shrink = (1 - (2 * gain - 1) ** 3).clamp(1 / 3, 1)
+        shrink = torch.where(polishing, 1.0, shrink)
         lam[idx] = torch.where(accept, (la * shrink).clamp_min(_LAMBDA_MIN), torch.where(step_taken, la * nu, la))
         growth[idx] = torch.where(accept, 2.0, torch.where(step_taken, nu * 2, nu))
         iterations[idx] += step_taken.to(torch.int32)
