@@ -32,7 +32,8 @@ def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.T
         K: ``(..., 3, 3)`` intrinsics (last row ``[0, 0, 1]``).
 
     Returns:
-        ``(pixels (..., N, 2), depth (..., N))``; depth is the third row of ``K x_cam``.
+        ``(pixels (..., N, 2), depth (..., N))``. As in the op, K's last row is taken to
+        be ``[0, 0, 1]`` (it is not read), so gradients reach only its top two rows.
 
     Example:
         >>> K = torch.tensor([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]])
@@ -41,9 +42,8 @@ def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.T
         tensor([[60., 50.]])
     """
     x_cam = points3d @ R.transpose(-1, -2) + t[..., None, :]
-    p = x_cam @ K.transpose(-1, -2)
-    z = p[..., 2]
-    return p[..., :2] / z[..., None], z
+    z = x_cam[..., 2]
+    return (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None], z
 
 
 def robust_rho(s: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
@@ -108,7 +108,7 @@ def residual_jacobian(R, t, points3d, K):
     """Projections, depths and the Jacobian of the pixels w.r.t. the local pose theta.
 
     ``d x_cam / d dw = -[R X]x`` and ``d x_cam / d dt = I``; with ``A = d u / d x_cam =
-    (K[:2] - u K[2]) / z`` each row ``a`` of A gives ``a^T (-[y]x) = (y x a)^T``, so the
+    (K[:2] - u e3^T) / z`` each row ``a`` of A gives ``a^T (-[y]x) = (y x a)^T``, so the
     Jacobian needs only elementwise ops (no batched tiny matmuls).
 
     Returns:
@@ -116,8 +116,9 @@ def residual_jacobian(R, t, points3d, K):
     """
     rx = points3d @ R.transpose(-1, -2)
     x_cam = rx + t[..., None, :]
-    p = x_cam @ K.transpose(-1, -2)
-    z = p[..., 2]
-    uv = p[..., :2] / z[..., None]
-    A = (K[..., None, :2, :] - uv[..., :, None] * K[..., None, 2:3, :]) / z[..., None, None]
+    z = x_cam[..., 2]
+    uv = (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None]
+    e3 = torch.zeros_like(K[..., None, 2:3, :])
+    e3[..., 2] = 1
+    A = (K[..., None, :2, :] - uv[..., :, None] * e3) / z[..., None, None]
     return uv, z, torch.cat([torch.linalg.cross(rx[..., None, :].expand_as(A), A, dim=-1), A], dim=-1)
