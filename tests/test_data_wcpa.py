@@ -2,6 +2,8 @@
 
 import shutil
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,8 @@ from pyfacepnp.data.wcpa import (
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("wcpa")
-    ds = SyntheticFaceDataset("val", num_samples=3, image_size=800, crop_size=64, occluder_prob=0.0)
+    # Without pixel noise, so that JPEG loss stays small and the image comparison is tight.
+    ds = SyntheticFaceDataset("val", num_samples=3, image_size=800, crop_size=64, occluder_prob=0.0, noise_prob=0.0)
     list_path = export_synthetic(root, ds)
     return root, list_path, ds
 
@@ -55,8 +58,11 @@ def test_layout_and_round_trip(exported):
         for key in ("R", "t", "K"):
             torch.testing.assert_close(got[key], src[key], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got["landmarks68"], src["landmarks68"], atol=1e-4, rtol=0)
-        # JPEG at quality 95: the images agree to a few grey levels.
-        assert (got["image"] - src["image"]).abs().mean() < 0.02
+        # JPEG at quality 95: the images agree to a few grey levels; the loader decodes the
+        # file exactly as OpenCV does (RGB order).
+        assert (got["image"] - src["image"]).abs().mean() < 0.01
+        bgr = cv2.imread(str(loaded.paths(i)["image"]))
+        assert torch.equal(got["image"], torch.from_numpy(bgr[..., ::-1].transpose(2, 0, 1) / np.float32(255)))
         assert got["image"].shape == (3, 800, 800) and got["crop"].shape == (3, 64, 64)
         assert got["name"] == "/".join(rows[i])
         # The crop is cut around the landmarks: they land inside it.
@@ -65,7 +71,7 @@ def test_layout_and_round_trip(exported):
 
 def test_crop_from_image_matches_rendered_crop(exported):
     root, _, ds = exported
-    val = SyntheticFaceDataset("val", num_samples=3, image_size=800, crop_size=96, occluder_prob=0.0)
+    val = SyntheticFaceDataset("val", num_samples=3, image_size=800, crop_size=96, occluder_prob=0.0, noise_prob=0.0)
     loaded = WCPADataset(root, "list/synthetic_val.csv", crop_size=96)
     for i in range(3):
         a, b = val[i], loaded[i]

@@ -23,6 +23,9 @@ from pyfacepnp.data.face_layout import MOUTH_V, smoothstep
 
 __all__ = [
     "TEXTURE_LAYERS",
+    "TEXTURE_SIZE",
+    "HEAD_RAMP",
+    "face_hair_alpha",
     "texture_weights",
     "sample_palette",
     "texture_from_palette",
@@ -39,6 +42,13 @@ TEXTURE_LAYERS = (
     "skin", "skin_dark", "skin_light", "blush", "stubble", "hair", "eye_shadow", "lips",
     "brows", "nostrils", "sclera", "iris", "pupil", "lashes", "mouth", "teeth",
 )
+
+TEXTURE_SIZE = 256
+# The outermost texels of each side hold a skin (v = HEAD_RAMP[0]) to hair (HEAD_RAMP[1])
+# ramp for the head behind the face (see pyfacepnp.data.head); rows above HEAD_RAMP[1]
+# are hair across the whole texture.
+HEAD_RAMP = (-0.1, 0.1)
+_STRIP_TEXELS = 3
 
 # Skin albedos from light to dark (sRGB-ish, [0, 1]).
 _SKIN_TONES = np.array([[0.94, 0.80, 0.70], [0.88, 0.68, 0.56], [0.78, 0.57, 0.44],
@@ -88,7 +98,7 @@ def _layer_alphas(size):
     lips_zone = np.exp(-0.5 * ((u / 0.026) ** 2 + ((v - MOUTH_V) / 0.011) ** 4))
     upper_lip = np.exp(-0.5 * ((u / 0.02) ** 2 + ((v + 0.033) / 0.006) ** 2))
     a["stubble"] = np.clip((lower_face + upper_lip) * (1 - lips_zone), 0, 1) * (0.35 + 0.65 * fine)
-    hairline = 0.086 - 0.008 * _noise(rng, size, 9) + 0.012 * (np.abs(u) / 0.07) ** 2
+    hairline = np.minimum(0.086 - 0.008 * _noise(rng, size, 9) + 0.012 * (np.abs(u) / 0.07) ** 2, HEAD_RAMP[1] - 0.005)
     a["hair"] = _soft(v - hairline, 2 * texel) * (0.8 + 0.2 * fine)
 
     eye_open = np.zeros_like(u)
@@ -136,11 +146,18 @@ def _layer_alphas(size):
     a["mouth"] = mouth
     teeth = (v > MOUTH_V - 0.15 * band) & (np.abs(u) < 0.016)
     a["teeth"] = mouth * teeth * 0.95
+    # Side strips for the head: nothing but the skin-to-hair ramp.
+    strip = np.zeros_like(u, dtype=bool)
+    strip[:, :_STRIP_TEXELS] = strip[:, -_STRIP_TEXELS:] = True
+    for name in a:
+        a[name] = np.where(strip, 0.0, a[name])
+    ramp = np.clip((v - HEAD_RAMP[0]) / (HEAD_RAMP[1] - HEAD_RAMP[0]), 0.0, 1.0)
+    a["hair"] = np.where(strip, ramp, a["hair"])
     return a
 
 
 @functools.lru_cache(maxsize=4)
-def texture_weights(size: int = 256) -> np.ndarray:
+def texture_weights(size: int = TEXTURE_SIZE) -> np.ndarray:
     """``(size, size, len(TEXTURE_LAYERS))`` float32 weights: the albedo texture is
     ``weights @ palette``. Built once per process (about 0.3 s)."""
     alphas = _layer_alphas(size)
@@ -153,6 +170,20 @@ def texture_weights(size: int = 256) -> np.ndarray:
     out = np.ascontiguousarray(weights.transpose(1, 2, 0), dtype=np.float32)
     out.setflags(write=False)
     return out
+
+
+def face_hair_alpha(model) -> np.ndarray:
+    """``(V,)`` opacity of the hair layer at each vertex of the face model's texture."""
+    return _hair_alpha_at(model.texcoords.tobytes(), len(model.texcoords))
+
+
+@functools.lru_cache(maxsize=4)
+def _hair_alpha_at(texcoords_bytes: bytes, n: int) -> np.ndarray:
+    size = TEXTURE_SIZE
+    alpha = _layer_alphas(size)["hair"].astype(np.float32)
+    tc = np.frombuffer(texcoords_bytes, dtype=np.float32).reshape(n, 2) * size - 0.5
+    return cv2.remap(alpha, tc[:, 0:1].copy(), tc[:, 1:2].copy(), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)[:, 0]
 
 
 def sample_palette(rng: np.random.Generator) -> np.ndarray:
@@ -186,7 +217,7 @@ def sample_palette(rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.stack([p[k] for k in TEXTURE_LAYERS]), 0, 1).astype(np.float32)
 
 
-def texture_from_palette(palette: np.ndarray, size: int = 256) -> np.ndarray:
+def texture_from_palette(palette: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
     """``(size, size, 3)`` float32 albedo texture for a palette from :func:`sample_palette`."""
     # cv2.transform is a per-texel matrix product, ~10x faster than numpy's matmul here.
     return cv2.transform(texture_weights(size), np.ascontiguousarray(palette.T, dtype=np.float32))

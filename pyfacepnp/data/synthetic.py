@@ -23,6 +23,7 @@ from pyfacepnp.data.camera import WCPA_FOCAL, crop_intrinsics, project_points, w
 from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
 from pyfacepnp.data.crop import crop_affine_from_landmarks, jitter_affine
 from pyfacepnp.data.face_model import EXPRESSION_NAMES, FaceModel, get_face_model
+from pyfacepnp.data.head import head_mesh
 from pyfacepnp.data.render import render_mesh
 
 __all__ = ["SyntheticFaceDataset", "FaceScene", "PoseStats", "SPLITS"]
@@ -55,6 +56,7 @@ class FaceScene:
     R_t: np.ndarray  # (4, 4) WCPA
     focal: float
     palette: np.ndarray  # (layers, 3)
+    hair: tuple  # (hair_line metres, coverage) of the head behind the face
     lights: np.ndarray
     material: np.ndarray
     background: np.ndarray  # (160, 160, 3) pattern over the full frame
@@ -118,6 +120,8 @@ class SyntheticFaceDataset(Dataset):
         focal_std: relative std of the focal length (0: the WCPA camera exactly).
         texture_size: side of the albedo texture.
         pose_stats: :class:`PoseStats`.
+        head: render a coarse head and neck behind the face (:mod:`pyfacepnp.data.head`;
+            not part of the ground truth).
 
     Each item is a dict of tensors: ``image (3, S, S)`` float32 in [0, 1] (only with
     ``render_image``), ``crop (3, C, C)``, ``crop_affine (2, 3)`` image-to-crop pixels,
@@ -136,7 +140,7 @@ class SyntheticFaceDataset(Dataset):
                  crop_size: int = 256, render_image: bool = True, num_identities: Optional[int] = None,
                  jitter: Optional[bool] = None, crop_margin: float = 0.25, occluder_prob: float = 0.3,
                  blur_prob: float = 0.3, noise_prob: float = 0.5, focal_std: float = 0.0,
-                 texture_size: int = 256, pose_stats: PoseStats = PoseStats(),
+                 texture_size: int = 256, pose_stats: PoseStats = PoseStats(), head: bool = True,
                  model: Optional[FaceModel] = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -150,6 +154,7 @@ class SyntheticFaceDataset(Dataset):
         self.crop_margin = crop_margin
         self.occluder_prob, self.blur_prob, self.noise_prob = occluder_prob, blur_prob, noise_prob
         self.focal_std, self.texture_size, self.pose_stats = focal_std, texture_size, pose_stats
+        self.head = bool(head)
         self.model = model if model is not None else get_face_model()
 
     def __len__(self) -> int:
@@ -159,9 +164,12 @@ class SyntheticFaceDataset(Dataset):
         return np.random.SeedSequence([self.seed, SPLITS[self.split], *stream])
 
     def identity_params(self, identity: int):
-        """``(id_coeffs (40,), palette)`` of an identity of this split's pool."""
+        """``(id_coeffs (40,), palette, hair (hair_line, coverage))`` of an identity of
+        this split's pool."""
         rng = np.random.default_rng(self._seed(1, identity))
-        return rng.standard_normal(self.model.num_id), ap.sample_palette(rng)
+        id_coeffs, palette = rng.standard_normal(self.model.num_id), ap.sample_palette(rng)
+        hair = (float(rng.uniform(-0.02, 0.03)), 0.0 if rng.random() < 0.1 else 1.0)
+        return id_coeffs, palette, hair
 
     def intrinsics(self, focal: float = WCPA_FOCAL) -> np.ndarray:
         return wcpa_intrinsics(self.image_size, focal)
@@ -172,7 +180,7 @@ class SyntheticFaceDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {self.num_samples} samples")
         rng = np.random.default_rng(self._seed(0, index))
         identity = int(rng.integers(self.num_identities))
-        id_coeffs, palette = self.identity_params(identity)
+        id_coeffs, palette, hair = self.identity_params(identity)
         exp_coeffs = _sample_expression(rng)
         R_t = _sample_pose(rng, self.pose_stats)
         focal = WCPA_FOCAL * float(np.exp(rng.normal(0, self.focal_std))) if self.focal_std > 0 else WCPA_FOCAL
@@ -185,7 +193,7 @@ class SyntheticFaceDataset(Dataset):
         jitter = None
         if self.jitter:
             jitter = jitter_affine(np.eye(3)[:2], rng, self.crop_size, translate=0.04, scale=0.06, rotate=0.05)
-        return FaceScene(index, identity, id_coeffs, exp_coeffs, R_t, focal, palette, lights, material,
+        return FaceScene(index, identity, id_coeffs, exp_coeffs, R_t, focal, palette, hair, lights, material,
                          background, occluders, blur, noise, jitter)
 
     def _landmarks(self, id_coeffs, exp_coeffs, R_t, focal):
@@ -199,15 +207,28 @@ class SyntheticFaceDataset(Dataset):
             A = (np.vstack([scene.crop_jitter, [0, 0, 1]]) @ np.vstack([A, [0, 0, 1]]))[:2]
         return A
 
-    def render(self, scene: FaceScene, vertices_cam: np.ndarray, K: np.ndarray, frame_to_out: np.ndarray,
-               out_size: int, noise_stream: int, texture: Optional[np.ndarray] = None) -> np.ndarray:
-        """Render ``(out_size, out_size, 3)`` float32 of a scene seen through ``K`` (whose
-        pixels relate to the full frame by ``frame_to_out``)."""
+    def scene_mesh(self, scene: FaceScene, vertices: np.ndarray, R: np.ndarray, t: np.ndarray):
+        """``(camera-frame vertices, faces, texcoords)`` to render: the face, and the head
+        behind it when ``head`` is on (the face's vertices come first)."""
+        verts, faces, uv = vertices, self.model.triangles, self.model.texcoords
+        if self.head:
+            hv, hf, huv = head_mesh(vertices, self.model, *scene.hair)
+            verts = np.concatenate([vertices, hv])
+            faces = np.concatenate([faces, hf])
+            uv = np.concatenate([uv, huv])
+        cam = (verts.astype(np.float64) @ R.T + t).astype(np.float32)
+        return cam, faces, uv
+
+    def render(self, scene: FaceScene, mesh, K: np.ndarray, frame_to_out: np.ndarray, out_size: int,
+               noise_stream: int, texture: Optional[np.ndarray] = None) -> np.ndarray:
+        """Render ``(out_size, out_size, 3)`` float32 of a scene's ``mesh`` (from
+        :meth:`scene_mesh`) seen through ``K`` (whose pixels relate to the full frame by
+        ``frame_to_out``)."""
         background = ap.warp_background(scene.background, frame_to_out, self.image_size, out_size)
         if texture is None:
             texture = ap.texture_from_palette(scene.palette, self.texture_size)
-        out = render_mesh(vertices_cam, self.model.triangles, self.model.texcoords, texture, K.astype(np.float32),
-                          background, scene.lights, scene.material)
+        cam, faces, uv = mesh
+        out = render_mesh(cam, faces, uv, texture, K.astype(np.float32), background, scene.lights, scene.material)
         img = out.image.numpy()
         ap.draw_occluders(img, scene.occluders, frame_to_out)
         scale = float(np.sqrt(abs(np.linalg.det(frame_to_out[:, :2]))))
@@ -225,9 +246,9 @@ class SyntheticFaceDataset(Dataset):
         lm = project_points(V[model.landmark_indices].astype(np.float64), R, t, K)
         A = self.crop_affine(scene, lm)
         K_crop = crop_intrinsics(K, A)
-        cam = (V.astype(np.float64) @ R.T + t).astype(np.float32)
+        mesh = self.scene_mesh(scene, V, R, t)
         texture = ap.texture_from_palette(scene.palette, self.texture_size)
-        crop = self.render(scene, cam, K_crop, A, self.crop_size, 1, texture)
+        crop = self.render(scene, mesh, K_crop, A, self.crop_size, 1, texture)
         f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         item = {
             "crop": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
@@ -246,6 +267,6 @@ class SyntheticFaceDataset(Dataset):
             "identity": torch.tensor(scene.identity, dtype=torch.int64),
         }
         if self.render_image:
-            image = self.render(scene, cam, K, np.eye(3)[:2], self.image_size, 0, texture)
+            image = self.render(scene, mesh, K, np.eye(3)[:2], self.image_size, 0, texture)
             item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return item
