@@ -146,11 +146,13 @@ def _layer_alphas(size):
     a["mouth"] = mouth
     teeth = (v > MOUTH_V - 0.15 * band) & (np.abs(u) < 0.016)
     a["teeth"] = mouth * teeth * 0.95
-    # Side strips for the head: nothing but the skin-to-hair ramp.
+    # Side strips for the head: nothing but the skin-to-hair ramp. The rows below the ramp
+    # are plain skin, as a head triangle crossing the back midline samples along a row.
     strip = np.zeros_like(u, dtype=bool)
     strip[:, :_STRIP_TEXELS] = strip[:, -_STRIP_TEXELS:] = True
+    plain = strip | (v < HEAD_RAMP[0] + 0.5 * texel)
     for name in a:
-        a[name] = np.where(strip, 0.0, a[name])
+        a[name] = np.where(plain, 0.0, a[name])
     ramp = np.clip((v - HEAD_RAMP[0]) / (HEAD_RAMP[1] - HEAD_RAMP[0]), 0.0, 1.0)
     a["hair"] = np.where(strip, ramp, a["hair"])
     return a
