@@ -168,3 +168,23 @@ def test_empty_mesh_and_errors():
         render_mesh(v, f, uv, tex, K, (8, 8, 3))
     with pytest.raises(TypeError, match="texture must be a numpy array or torch tensor"):
         render_mesh(v, f, uv, [[1.0]], K, (8, 8))
+
+
+def test_non_finite_vertices_are_skipped_and_threads_do_not_matter():
+    m, cam, tex = face_scene()
+    K800 = wcpa_intrinsics().astype(np.float32)
+    bad = cam.copy()
+    bad[m.triangles[0]] = np.nan  # every triangle touching these vertices is dropped
+    out = render_mesh(bad, m.triangles, m.texcoords, tex, K800, (400, 400))
+    assert torch.isfinite(out.image).all()
+    touching = np.isin(m.triangles, m.triangles[0]).any(1)
+    assert not np.isin(out.triangle.numpy(), np.nonzero(touching)[0]).any()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = render_mesh(cam, m.triangles, m.texcoords, tex, K800, (400, 400))
+        torch.set_num_threads(2)
+        two = render_mesh(cam, m.triangles, m.texcoords, tex, K800, (400, 400))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.image, two.image) and torch.equal(one.triangle, two.triangle)
