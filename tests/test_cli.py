@@ -13,7 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, timeout=600):
+    # Passive OpenMP waiting: on a shared 2-core machine spinning threads starve each other.
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return subprocess.run([sys.executable, "-m", "pyfacepnp", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

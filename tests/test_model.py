@@ -76,14 +76,33 @@ def test_face_net_log_var_is_bounded_and_input_checked():
 
 
 def test_detector_answers_in_frame_pixels():
-    det = LandmarkDetector(input_size=32, widths=(8, 8), depths=(1, 1), stem_width=8, hidden=8).eval()
-    mean = torch.rand(68, 2) * 2 - 1
-    det.set_mean_landmarks(mean)
+    det = LandmarkDetector(input_size=32, widths=(8, 8), depths=(1, 1), stem_width=8).eval()
+    # heatmaps peaked on one cell put every landmark at that cell's centre, in frame pixels
+    with torch.no_grad():
+        det.heatmaps.weight.zero_()
+        det.heatmaps.bias.zero_()
+    cell = torch.zeros(1, 68, 4, 4)
+    cell[..., 1, 2] = 50.0  # row 1, column 2 of a 4x4 map (stride 8 on 32 px)
+    det.heatmap_logits = lambda small: cell.expand(small.shape[0], -1, -1, -1)
     for size in (32, 100):
         out = det(torch.rand(2, 3, size, size))
-        torch.testing.assert_close(out, normalized_to_pixels(mean, size).expand(2, -1, -1), atol=1e-4, rtol=0)
+        centre = torch.tensor([(2 + 0.5) / 4 * 2 - 1, (1 + 0.5) / 4 * 2 - 1])
+        torch.testing.assert_close(out, normalized_to_pixels(centre, size).expand(2, 68, 2), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="image must have shape"):
         det(torch.rand(2, 3, 50, 40))
+
+
+def test_detector_heatmap_loss_is_lowest_at_the_target():
+    from pyfacepnp.models.detector import heatmap_cross_entropy, soft_argmax
+
+    target = torch.tensor([[[0.1, -0.2]]])  # away from the border (no truncation bias)
+    logits = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=50.0)
+    for _ in range(200):
+        opt.zero_grad()
+        heatmap_cross_entropy(logits, target).backward()
+        opt.step()
+    torch.testing.assert_close(soft_argmax(logits.detach()), target, atol=0.02, rtol=0)
 
 
 def test_pixel_normalisation_round_trip_and_edges():

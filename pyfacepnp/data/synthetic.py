@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pyfacepnp.data import appearance as ap
-from pyfacepnp.data.camera import WCPA_FOCAL, crop_intrinsics, project_points, wcpa_intrinsics
+from pyfacepnp.data.camera import WCPA_FOCAL, crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
 from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
 from pyfacepnp.data.crop import crop_affine_from_landmarks, jitter_affine
 from pyfacepnp.data.face_model import EXPRESSION_NAMES, FaceModel, get_face_model
@@ -122,6 +123,8 @@ class SyntheticFaceDataset(Dataset):
         pose_stats: :class:`PoseStats`.
         head: render a coarse head and neck behind the face (:mod:`pyfacepnp.data.head`;
             not part of the ground truth).
+        supersample: anti-aliasing factor of the crop (drawn this many times larger and
+            area-averaged down); the full frame is drawn at 1x.
 
     Each item is a dict of tensors: ``image (3, S, S)`` float32 in [0, 1] (only with
     ``render_image``), ``crop (3, C, C)``, ``crop_affine (2, 3)`` image-to-crop pixels,
@@ -141,7 +144,7 @@ class SyntheticFaceDataset(Dataset):
                  jitter: Optional[bool] = None, crop_margin: float = 0.25, occluder_prob: float = 0.3,
                  blur_prob: float = 0.3, noise_prob: float = 0.5, focal_std: float = 0.0,
                  texture_size: int = 256, pose_stats: PoseStats = PoseStats(), head: bool = True,
-                 model: Optional[FaceModel] = None):
+                 supersample: int = 2, model: Optional[FaceModel] = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         for name, val in (("num_samples", num_samples), ("image_size", image_size), ("crop_size", crop_size)):
@@ -155,6 +158,9 @@ class SyntheticFaceDataset(Dataset):
         self.occluder_prob, self.blur_prob, self.noise_prob = occluder_prob, blur_prob, noise_prob
         self.focal_std, self.texture_size, self.pose_stats = focal_std, texture_size, pose_stats
         self.head = bool(head)
+        if int(supersample) != supersample or supersample < 1:
+            raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
+        self.supersample = int(supersample)
         self.model = model if model is not None else get_face_model()
 
     def __len__(self) -> int:
@@ -220,17 +226,26 @@ class SyntheticFaceDataset(Dataset):
         return cam, faces, uv
 
     def render(self, scene: FaceScene, mesh, K: np.ndarray, frame_to_out: np.ndarray, out_size: int,
-               noise_stream: int, texture: Optional[np.ndarray] = None) -> np.ndarray:
+               noise_stream: int, texture: Optional[np.ndarray] = None, supersample: int = 1) -> np.ndarray:
         """Render ``(out_size, out_size, 3)`` float32 of a scene's ``mesh`` (from
         :meth:`scene_mesh`) seen through ``K`` (whose pixels relate to the full frame by
-        ``frame_to_out``)."""
-        background = ap.warp_background(scene.background, frame_to_out, self.image_size, out_size)
+        ``frame_to_out``). With ``supersample = s > 1`` the scene is drawn at ``s`` times
+        the size and area-averaged down (anti-aliasing); blur and noise come after."""
         if texture is None:
             texture = ap.texture_from_palette(scene.palette, self.texture_size)
+        size, to_out = out_size, frame_to_out
+        if supersample > 1:
+            size = out_size * supersample
+            up = np.vstack([resize_affine(out_size, size), [0.0, 0.0, 1.0]])
+            K = up @ K
+            to_out = (up @ np.vstack([frame_to_out, [0.0, 0.0, 1.0]]))[:2]
+        background = ap.warp_background(scene.background, to_out, self.image_size, size)
         cam, faces, uv = mesh
         out = render_mesh(cam, faces, uv, texture, K.astype(np.float32), background, scene.lights, scene.material)
         img = out.image.numpy()
-        ap.draw_occluders(img, scene.occluders, frame_to_out)
+        ap.draw_occluders(img, scene.occluders, to_out)
+        if supersample > 1:
+            img = cv2.resize(img, (out_size, out_size), interpolation=cv2.INTER_AREA)
         scale = float(np.sqrt(abs(np.linalg.det(frame_to_out[:, :2]))))
         noise_seed = int(self._seed(2, scene.index, noise_stream).generate_state(1)[0])
         return ap.degrade(img, noise_seed, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
@@ -248,7 +263,7 @@ class SyntheticFaceDataset(Dataset):
         K_crop = crop_intrinsics(K, A)
         mesh = self.scene_mesh(scene, V, R, t)
         texture = ap.texture_from_palette(scene.palette, self.texture_size)
-        crop = self.render(scene, mesh, K_crop, A, self.crop_size, 1, texture)
+        crop = self.render(scene, mesh, K_crop, A, self.crop_size, 1, texture, self.supersample)
         f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         item = {
             "crop": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),

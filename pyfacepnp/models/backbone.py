@@ -34,14 +34,15 @@ class BasicBlock(nn.Module):
 class ResNetBackbone(nn.Module):
     """ResNet-style feature extractor: a stride-2 stem, then one stage per width.
 
-    Each stage halves the resolution in its first block, so the output stride is
-    ``2 ** (1 + len(widths))`` (32 for four stages).
+    By default each stage halves the resolution in its first block, so the output stride
+    is ``2 ** (1 + len(widths))`` (32 for four stages); ``strides`` sets each stage's.
 
     Args:
         widths: channels of each stage, e.g. ``(64, 128, 256, 512)`` for ResNet-18.
         depths: blocks per stage, same length as ``widths``.
         stem_width: channels of the stem convolution.
         in_channels: image channels.
+        strides: stride of each stage's first block (default: 2 everywhere).
 
     Shape:
         input ``(B, in_channels, H, W)`` -> output ``(B, widths[-1], H / s, W / s)``.
@@ -58,8 +59,12 @@ class ResNetBackbone(nn.Module):
         depths: Sequence[int] = (1, 1, 1, 1),
         stem_width: int = 16,
         in_channels: int = 3,
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        strides = tuple(strides) if strides is not None else (2,) * len(widths)
+        if len(strides) != len(widths):
+            raise ValueError(f"strides must have one entry per stage, got {strides} for {len(widths)} stages")
         if len(widths) != len(depths) or not widths:
             raise ValueError(f"widths and depths must be non-empty and of equal length, "
                              f"got {tuple(widths)} and {tuple(depths)}")
@@ -72,8 +77,8 @@ class ResNetBackbone(nn.Module):
         )
         stages = []
         c = stem_width
-        for w, d in zip(widths, depths):
-            blocks = [BasicBlock(c, w, stride=2)] + [BasicBlock(w, w) for _ in range(d - 1)]
+        for w, d, st in zip(widths, depths, strides):
+            blocks = [BasicBlock(c, w, stride=st)] + [BasicBlock(w, w) for _ in range(d - 1)]
             stages.append(nn.Sequential(*blocks))
             c = w
         self.stages = nn.Sequential(*stages)

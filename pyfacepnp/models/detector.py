@@ -1,4 +1,4 @@
-"""Coarse 68-landmark detector on the downscaled full frame, and the face crop it implies."""
+"""Coarse 68-landmark detector on the downscaled full frame."""
 
 from __future__ import annotations
 
@@ -7,21 +7,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pyfacepnp.models.backbone import ResNetBackbone, SpatialPool
-from pyfacepnp.models.coords import normalized_to_pixels, pixels_to_normalized, resize_image
-from pyfacepnp.models.face_net import _mlp, normalize_image
+from pyfacepnp.models.backbone import ResNetBackbone
+from pyfacepnp.models.coords import normalized_to_pixels, resize_image
+from pyfacepnp.models.face_net import normalize_image
 
 
 class LandmarkDetector(nn.Module):
-    """Predicts 68 landmarks (full-image pixels) from a downscaled full frame.
+    """Predicts 68 landmarks (full-frame pixels) from a downscaled full frame.
 
-    Its only job is to find the face well enough to cut a similarity crop around it;
-    the dense landmarks come from :class:`~pyfacepnp.models.face_net.FaceNet` on that crop.
+    A stride-8 ResNet feature map feeds one heatmap per landmark; each landmark is the
+    soft-argmax (expected position under the softmax) of its heatmap. Unlike a fully
+    connected regressor, this is translation-equivariant, which matters here: the face
+    is small and can be anywhere in the frame. Its only job is to find the face well
+    enough to cut a similarity crop around it; the dense landmarks come from
+    :class:`~pyfacepnp.models.face_net.FaceNet` on that crop.
 
     Args:
         input_size: side of the downscaled frame the network sees.
-        widths, depths, stem_width: backbone stages.
-        hidden: head width.
+        widths, depths, stem_width: backbone stages; the first two halve the
+            resolution (with the stem: stride 8), the others keep it.
         num_landmarks: 68.
 
     Example:
@@ -31,36 +35,62 @@ class LandmarkDetector(nn.Module):
     """
 
     def __init__(self, input_size: int = 96, widths: Sequence[int] = (16, 32, 48, 64),
-                 depths: Sequence[int] = (1, 1, 1, 1), stem_width: int = 16, hidden: int = 256,
+                 depths: Sequence[int] = (1, 1, 1, 1), stem_width: int = 16,
                  num_landmarks: int = 68) -> None:
         super().__init__()
         self.input_size = input_size
         self.num_landmarks = num_landmarks
-        self.backbone = ResNetBackbone(widths, depths, stem_width)
-        self.pool = SpatialPool(self.backbone.out_channels)
-        self.head = _mlp(self.pool.out_features, hidden, num_landmarks * 2)
+        strides = tuple(2 if i < 2 else 1 for i in range(len(widths)))
+        self.backbone = ResNetBackbone(widths, depths, stem_width, strides=strides)
+        self.heatmaps = nn.Conv2d(self.backbone.out_channels, num_landmarks, 1)
 
-    def set_mean_landmarks(self, mean_norm: torch.Tensor) -> None:
-        """Start from ``mean_norm`` ``(68, 2)`` landmarks in normalised frame coordinates."""
-        with torch.no_grad():
-            self.head[-1].bias.copy_(mean_norm.reshape(-1).to(self.head[-1].bias))
+    def heatmap_logits(self, small: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, s, s)`` downscaled frames -> ``(B, 68, s/8, s/8)`` heatmap logits."""
+        return self.heatmaps(self.backbone(normalize_image(small))).float()
 
     def forward_normalized(self, small: torch.Tensor) -> torch.Tensor:
         """``(B, 3, s, s)`` downscaled frames -> ``(B, 68, 2)`` normalised coordinates."""
-        feat = self.pool(self.backbone(normalize_image(small)))
-        return self.head(feat).float().reshape(-1, self.num_landmarks, 2)
+        return soft_argmax(self.heatmap_logits(small))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` frames (float [0, 1] or uint8) -> ``(B, 68, 2)`` pixels of the frame."""
+    def forward(self, image: torch.Tensor, return_logits: bool = False):
+        """``(B, 3, H, W)`` frames (float [0, 1] or uint8) -> ``(B, 68, 2)`` pixels of the frame
+        (and the heatmap logits with ``return_logits``, for the training loss)."""
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[2] != image.shape[3]:
             raise ValueError(f"image must have shape (B, 3, S, S), got {tuple(image.shape)}")
         size = image.shape[-1]
         x = image.float() / 255.0 if image.dtype == torch.uint8 else image
         if size != self.input_size:
             x = resize_image(x, self.input_size)
-        return normalized_to_pixels(self.forward_normalized(x), size)
+        logits = self.heatmap_logits(x)
+        pixels = normalized_to_pixels(soft_argmax(logits), size)
+        return (pixels, logits) if return_logits else pixels
 
 
-def to_detector_coords(landmarks_px: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Frame pixels -> the normalised coordinates the detector regresses."""
-    return pixels_to_normalized(landmarks_px, image_size)
+def _cell_centres(n: int, like: torch.Tensor) -> torch.Tensor:
+    """Normalised coordinates of ``n`` cell centres (``align_corners=False`` convention)."""
+    return (torch.arange(n, device=like.device, dtype=like.dtype) + 0.5) * (2.0 / n) - 1.0
+
+
+def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Expected position under ``softmax(logits)``: ``(B, N, h, w)`` -> ``(B, N, 2)`` in [-1, 1]."""
+    b, n, h, w = logits.shape
+    prob = torch.softmax(logits.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w)
+    x = (prob.sum(2) * _cell_centres(w, logits)).sum(-1)
+    y = (prob.sum(3) * _cell_centres(h, logits)).sum(-1)
+    return torch.stack([x, y], -1)
+
+
+def heatmap_cross_entropy(logits: torch.Tensor, target: torch.Tensor, sigma_cells: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the heatmap softmax against a Gaussian around each target.
+
+    Gives every cell a gradient from the first step (a soft-argmax loss alone starts from
+    a flat heatmap and learns slowly). ``target`` is ``(B, N, 2)`` normalised coordinates.
+    """
+    b, n, h, w = logits.shape
+    xs, ys = _cell_centres(w, logits), _cell_centres(h, logits)
+    dx = (xs.view(1, 1, 1, w) - target[..., 0, None, None]) * (w / 2.0)  # in cells
+    dy = (ys.view(1, 1, h, 1) - target[..., 1, None, None]) * (h / 2.0)
+    g = torch.exp(-0.5 * (dx ** 2 + dy ** 2) / sigma_cells ** 2)
+    g = g / g.sum(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
+    logp = torch.log_softmax(logits.reshape(b, n, h * w), -1).reshape(b, n, h, w)
+    return -(g * logp).sum(dim=(-1, -2)).mean()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from pyfacepnp.reference.objective import project, robust_rho, robust_weight
+from pyfacepnp.reference.objective import cost_of_residuals, project, robust_weight
 from pyfacepnp.reference.so3 import skew, so3_exp
 
 _REFINE_ITERATIONS = 12
@@ -181,8 +181,7 @@ def _best_candidate(X, x, K, w2, w, loss, huber_delta):
     idx = torch.arange(B, device=X.device)[:, None]
     Rt, tt = Rc[idx, top], tc[idx, top]
     uv, _ = project(Rt, tt, X[:, None], K[:, None])
-    r = uv - x[:, None]
-    cost = 0.5 * robust_rho((w2[:, None] * r * r).sum(-1), loss, huber_delta).sum(-1)
+    cost = cost_of_residuals(uv - x[:, None], w2[:, None], loss, huber_delta)
     cost = torch.where(torch.isfinite(cost), cost, torch.finfo(cost.dtype).max / 4)
     best = (behind[idx, top] * (cost.amax(1, keepdim=True) + 1) + cost).argmin(1)
     idx = idx[:, 0]

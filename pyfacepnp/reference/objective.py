@@ -99,9 +99,12 @@ def reprojection_cost(
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     uv, _ = project(R, t, points3d, K)
-    r = uv - points2d
-    s = (expand_weights(weights, points2d) * r * r).sum(-1)
-    return 0.5 * robust_rho(s, loss, huber_delta).sum(-1)
+    return cost_of_residuals(uv - points2d, expand_weights(weights, points2d), loss, huber_delta)
+
+
+def cost_of_residuals(r: torch.Tensor, w: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
+    """``1/2 sum_i rho(w_i . r_i^2)`` over the points axis: ``r, w (..., N, 2) -> (...)``."""
+    return 0.5 * robust_rho((w * r * r).sum(-1), loss, delta).sum(-1)
 
 
 def residual_jacobian(R, t, points3d, K):

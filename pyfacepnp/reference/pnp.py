@@ -1,10 +1,12 @@
 """Batched PnP by Levenberg-Marquardt in plain torch ops: the independent reference for
 ``pyfacepnp.solve_pnp`` and the stand-in for solvers written in torch ops.
 
-One loop over iterations, none over problems: every problem takes its own damped step,
-accepts or rejects it, and freezes once converged (``torch.where`` masks). Gradients are
-those of plain autograd through the unrolled iterations (the initialisation is detached),
-which approach the implicit gradient as the iterations contract onto the optimum.
+One loop over iterations, none over problems: each iteration gathers the problems still
+running, every one of them takes its own damped step and accepts or rejects it, and the
+results are scattered back with ``index_put`` (which autograd differentiates). Gradients
+are those of plain autograd through the unrolled iterations; the initialisation and the
+exact Hessians of the final Newton steps are detached, so the gradient is that of the
+last steps' fixed point, which is the implicit gradient at a converged solution.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import torch
 from pyfacepnp.reference.init import omega_initialisation
 from pyfacepnp.reference.objective import (
     LOSSES,
+    cost_of_residuals,
     expand_weights,
     project,
     reprojection_cost,
     residual_jacobian,
-    robust_rho,
     robust_weight,
 )
 from pyfacepnp.reference.result import PnPResult, PnPStatus
@@ -70,8 +72,7 @@ def _invalid_problems(X, x, K, w):
 def _cost_in_front(R, t, X, x, K, w, used, loss, delta):
     """The objective, ``inf`` where a weighted point is not in front of the camera."""
     uv, z = project(R, t, X, K)
-    r = uv - x
-    E = 0.5 * robust_rho((w * r * r).sum(-1), loss, delta).sum(-1)
+    E = cost_of_residuals(uv - x, w, loss, delta)
     ok = ((z > 0) | ~used).all(-1) & torch.isfinite(E)
     return torch.where(ok, E, torch.full_like(E, float("inf")))
 

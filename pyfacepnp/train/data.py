@@ -110,15 +110,33 @@ def _data_code_digest() -> str:
     return h.hexdigest()[:12]
 
 
+def cache_key(cfg: DataConfig, split: str, keep_image: bool) -> dict:
+    """Everything that shapes a rendered synthetic split (sizes, seed, data-layer sources)."""
+    return {"code": _data_code_digest(), "split": split,
+            "n": {"train": cfg.train_samples, "val": cfg.val_samples, "test": cfg.test_samples}[split],
+            "seed": cfg.seed, "image": cfg.image_size, "crop": cfg.crop_size,
+            "det": cfg.detector_size, "keep": keep_image, "v": 1}
+
+
 def cache_path(cfg: DataConfig, split: str, keep_image: bool) -> str:
-    """File of a rendered synthetic split; its name hashes everything that shapes the data
-    (sizes, seed, and the data layer's source code)."""
-    key = {"code": _data_code_digest(), "split": split, "n": {"train": cfg.train_samples, "val": cfg.val_samples,
-                                 "test": cfg.test_samples}[split],
-           "seed": cfg.seed, "image": cfg.image_size, "crop": cfg.crop_size,
-           "det": cfg.detector_size, "keep": keep_image, "v": 1}
+    """File of a rendered synthetic split, named by the digest of its :func:`cache_key`."""
+    key = cache_key(cfg, split, keep_image)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cfg.cache_dir, f"synthetic-{split}-{digest}.pt")
+
+
+def _remove_stale(folder: str) -> None:
+    """Delete caches rendered by another version of the data layer: they can never be hit."""
+    code = _data_code_digest()
+    for name in os.listdir(folder):
+        if not (name.startswith("synthetic-") and name.endswith(".pt")):
+            continue
+        try:
+            key = torch.load(os.path.join(folder, name), weights_only=True, mmap=True).get("key", {})
+        except Exception:
+            continue
+        if key.get("code", code) != code:
+            os.unlink(os.path.join(folder, name))
 
 
 def render_split(cfg: DataConfig, split: str, keep_image: bool, progress: bool = True) -> dict:
@@ -155,7 +173,9 @@ def load_split(cfg: DataConfig, split: str, info: DistInfo | None = None, keep_i
     if info.is_main and not os.path.exists(path):
         t0 = time.time()
         tensors = render_split(cfg, split, keep, progress)
-        save_atomic({"tensors": tensors, "seconds": time.time() - t0}, path)
+        save_atomic({"tensors": tensors, "seconds": time.time() - t0,
+                     "key": cache_key(cfg, split, keep)}, path)
+        _remove_stale(cfg.cache_dir)
     barrier(info)
     return TensorSplit(load_checkpoint(path)["tensors"])
 

@@ -21,7 +21,7 @@ import pyfacepnp
 from pyfacepnp.config import RunConfig
 from pyfacepnp.metrics import wcpa_terms
 from pyfacepnp.models.coords import pixels_to_normalized
-from pyfacepnp.models.detector import LandmarkDetector
+from pyfacepnp.models.detector import LandmarkDetector, heatmap_cross_entropy
 from pyfacepnp.models.face_net import FaceNet
 from pyfacepnp.models.pose import project_points, solve_pose
 from pyfacepnp.train import losses as L
@@ -35,7 +35,7 @@ def build_models(cfg: RunConfig, face_model) -> tuple[LandmarkDetector, FaceNet]
     """The detector and the two-branch network sized by ``cfg.model`` / ``cfg.data``."""
     m = cfg.model
     det = LandmarkDetector(cfg.data.detector_size, m.detector_widths, m.detector_depths,
-                           m.detector_widths[0], m.head_hidden)
+                           m.detector_widths[0])
     net = FaceNet(face_model, cfg.data.crop_size, m.widths, m.depths, m.stem_width,
                   m.head_hidden, m.sigma)
     return det, net
@@ -63,15 +63,18 @@ def gt_crop_landmarks(batch: dict) -> torch.Tensor:
     return pyfacepnp.warp_points(img, batch["crop_affine"])
 
 
-def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator):
-    """L1 of the detector's normalised landmarks; metric: mean error in frame pixels."""
+def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator, heatmap_weight: float = 0.1):
+    """L1 of the detector's normalised landmarks + heatmap cross-entropy; metric: mean
+    error in frame pixels."""
     small = photometric(batch["small"], gen)
-    pred = pixels_to_normalized(model(small), small.shape[-1])  # it answers in input pixels
+    pixels, logits = model(small, return_logits=True)
+    pred = pixels_to_normalized(pixels, small.shape[-1])  # it answers in input pixels
     size = batch["frame_size"].reshape(-1, 1, 1)
     target = pixels_to_normalized(batch["landmarks68"], size)
+    loss = (pred - target).abs().mean() + heatmap_weight * heatmap_cross_entropy(logits, target)
     with torch.no_grad():
         px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
-    return (pred - target).abs().mean(), {"lm68_px": float(px)}
+    return loss, {"lm68_px": float(px)}
 
 
 def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -174,7 +177,6 @@ def _run_training(cfg, resume, face_model, stop_after, info):
     # change the initial weights.
     torch.manual_seed(cfg.train.seed)
     det, net = build_models(cfg, face_model)
-    det.set_mean_landmarks(pixels_to_normalized(train.tensors["landmarks68"], cfg.data.image_size).mean(0))
     net.landmark_head.set_mean_landmarks(stats["mean_crop_landmarks"])
     edges = L.edges_from_triangles(face_model.triangles)
 
