@@ -107,3 +107,15 @@ def test_argument_errors():
         SyntheticFaceDataset(crop_size=0)
     with pytest.raises(IndexError, match="index 5 out of range for a dataset of 5 samples"):
         SyntheticFaceDataset(num_samples=5)[5]
+
+
+def test_supersampling_smooths_edges_without_moving_the_picture():
+    kw = dict(num_samples=4, crop_size=96, noise_prob=0.0, blur_prob=0.0)
+    for i in range(4):
+        sharp, smooth = small(supersample=1, **kw)[i]["crop"], small(supersample=2, **kw)[i]["crop"]
+        assert (sharp - smooth).abs().mean() < 0.03
+        lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).expand(3, 1, 3, 3)
+        energy = [torch.nn.functional.conv2d(c[None], lap, groups=3).pow(2).mean() for c in (sharp, smooth)]
+        assert energy[1] < 0.8 * energy[0]
+    with pytest.raises(ValueError, match="supersample must be a positive integer, got 0"):
+        small(supersample=0)
