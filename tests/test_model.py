@@ -93,16 +93,21 @@ def test_detector_answers_in_frame_pixels():
 
 
 def test_detector_heatmap_loss_is_lowest_at_the_target():
-    from pyfacepnp.models.detector import heatmap_cross_entropy, soft_argmax
+    from pyfacepnp.models.detector import _cell_centres, heatmap_cross_entropy, soft_argmax
 
     target = torch.tensor([[[0.1, -0.2]]])  # away from the border (no truncation bias)
-    logits = torch.zeros(1, 1, 8, 8, requires_grad=True)
-    opt = torch.optim.SGD([logits], lr=50.0)
-    for _ in range(200):
-        opt.zero_grad()
-        heatmap_cross_entropy(logits, target).backward()
-        opt.step()
-    torch.testing.assert_close(soft_argmax(logits.detach()), target, atol=0.02, rtol=0)
+
+    def log_gaussian(centre):  # log-heatmap of a 1-cell Gaussian on an 8x8 map
+        c = _cell_centres(8, centre)
+        d2 = ((c.view(1, 8) - centre[0]) ** 2 + (c.view(8, 1) - centre[1]) ** 2) * 16.0
+        return (-0.5 * d2).view(1, 1, 8, 8)
+
+    best = log_gaussian(target[0, 0]).requires_grad_()
+    heatmap_cross_entropy(best, target).backward()
+    assert best.grad.abs().max() < 1e-6  # the target Gaussian is the minimiser
+    torch.testing.assert_close(soft_argmax(best.detach()), target, atol=1e-3, rtol=0)
+    off = log_gaussian(target[0, 0] + torch.tensor([0.1, 0.0]))
+    assert heatmap_cross_entropy(off, target) > heatmap_cross_entropy(best.detach(), target) + 0.05
 
 
 def test_pixel_normalisation_round_trip_and_edges():
