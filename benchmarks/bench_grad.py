@@ -28,7 +28,7 @@ import pyfacepnp  # noqa: E402
 from problems import make_problems  # noqa: E402
 from pyfacepnp.reference import solve_pnp_reference  # noqa: E402
 from report import fmt_us, load_average, machine_description, markdown_table, percentile, replace_section  # noqa: E402
-from solvers import measure  # noqa: E402
+from solvers import measure, set_threads  # noqa: E402
 
 INPUTS = ("points3d", "points2d", "K", "weights")
 
@@ -88,8 +88,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one core per solver)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
+    set_threads(args.threads)
     t_start, load_start = time.time(), load_average()
     configs = [(16, 68)] if args.quick else [(64, 68), (64, 1220), (256, 68), (256, 1220)]
 
@@ -97,9 +99,12 @@ def main(argv=None):
     for B, N in configs:
         p = make_problems("face", B, N, seed=args.seed)
         out = {}
-        for name, solve in (("ours", ours), ("reference", reference)):
-            fwd, _, _ = measure(make_call(solve, p, False), repeats=5, budget_s=2.0)
-            both, reps, (res, grads) = measure(make_call(solve, p, True), repeats=5, budget_s=2.0)
+        solvers = (("ours", ours), ("reference", reference))
+        timed = measure({f"{name} {kind}": make_call(solve, p, kind == "fwd+bwd")
+                         for name, solve in solvers for kind in ("fwd", "fwd+bwd")}, repeats=5, budget_s=2.0)
+        for name, solve in solvers:
+            fwd = timed[f"{name} fwd"][0]
+            both, reps, (res, grads) = timed[f"{name} fwd+bwd"]
             mem_f = peak_added_mib(make_call(solve, p, False))
             mem_b = peak_added_mib(make_call(solve, p, True))
             out[name] = dict(fwd=fwd, both=both, reps=reps, res=res, grads=grads, mem_f=mem_f, mem_b=mem_b)
@@ -110,7 +115,7 @@ def main(argv=None):
             rows.append([
                 f"B = {B}, N = {N}", name, fmt_us(1e6 * d["fwd"] / B), fmt_us(1e6 * d["both"] / B),
                 fmt_us(1e6 * max(d["both"] - d["fwd"], 0.0) / B), f"{d['both'] / o['both']:.2f}x",
-                f"{d['mem_f']:.0f}", f"{d['mem_b']:.0f}", f"{B} x {d['reps']}",
+                f"{d['mem_f']:.1f}", f"{d['mem_b']:.1f}", f"{B} x {d['reps']}",
             ])
         keep = (o["res"].status == 0) & (r["res"].status == 0)
         cells = []

@@ -40,26 +40,34 @@ from report import (  # noqa: E402
     replace_section,
     score,
 )
-from solvers import OURS, measure, ours_solvers, peer_solvers, robust_solvers  # noqa: E402
+from solvers import OURS, measure, ours_solvers, peer_solvers, robust_solvers, set_threads  # noqa: E402
 
 HEADER = ["solver", "us / problem", "ratio to ours", "excess cost median", "excess cost p95", "success", "measured on"]
 HUBER_DELTA = 2.0
 
 
 def run_table(p, solvers, *, baseline, cap, repeats, budget_s, loss="l2", log=print):
-    """Time and score every solver on the problems ``p``; returns (rows, records)."""
-    results = {}
+    """Time (interleaved) and score every solver on the problems ``p``; returns (rows, records)."""
+    results, runs, subsets = {}, {}, {}
     for s in solvers:
-        sub = p.subset(cap) if s.per_sample and p.batch > cap else p
+        subsets[s.name] = p.subset(cap) if s.per_sample and p.batch > cap else p
         try:
-            sec, reps, (R, t, ok) = measure(s.prepare(sub), repeats=repeats, budget_s=budget_s)
-        except Exception as exc:  # a peer that cannot solve this family (e.g. DLT on planar)
+            run = s.prepare(subsets[s.name])
+            run()  # a peer that cannot solve this family (e.g. DLT on planar) fails here
+            runs[s.name] = run
+        except Exception as exc:
             results[s.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:70]}"}
             log(f"    {s.name:28s} failed: {results[s.name]['error']}")
+    timed = measure(runs, repeats=repeats, budget_s=budget_s)
+    for s in solvers:
+        if s.name not in timed:
             continue
+        sec, reps, (R, t, ok) = timed[s.name]
+        sub = subsets[s.name]
         cost, success = score(sub, R, t, ok, loss, HUBER_DELTA)
         results[s.name] = {"us": 1e6 * sec / sub.batch, "B": sub.batch, "reps": reps, "cost": cost, "success": success}
         log(f"    {s.name:28s} {1e6 * sec / sub.batch:12.1f} us/problem  ({sub.batch} problems, {reps} repeats)")
+    results = {s.name: results[s.name] for s in solvers}
     costs = torch.full((len(results), p.batch), math.inf, dtype=torch.float64)
     for i, r in enumerate(results.values()):
         if "cost" in r:
@@ -90,11 +98,10 @@ def headline(seed, log=print):
     p = make_problems("face", 256, 1220, seed=seed)
     Xd, xd, Kd = p.points3d, p.points2d, p.K
     by_name = {s.name: s for s in ours_solvers() + peer_solvers()}
-    times = {}
-    for name in (OURS, "ours f64 fwd+bwd", "cv2 ITERATIVE", "cv2 SQPNP"):
-        if name in by_name:
-            times[name] = measure(by_name[name].prepare(p), repeats=5, budget_s=3.0)
-            log(f"    {name:28s} {1e6 * times[name][0] / p.batch:12.1f} us/problem")
+    names = [n for n in (OURS, "ours f64 fwd+bwd", "cv2 ITERATIVE", "cv2 SQPNP") if n in by_name]
+    times = measure({n: by_name[n].prepare(p) for n in names}, repeats=7, budget_s=3.0)
+    for name in names:
+        log(f"    {name:28s} {1e6 * times[name][0] / p.batch:12.1f} us/problem")
     rows = []
     base = times[OURS][0]
     for name, (sec, reps, (R, t, ok)) in times.items():
@@ -155,10 +162,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small grid, print only (no files written)")
     ap.add_argument("--cap", type=int, default=128, help="problems per call for per-sample loops")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch (hence our op's OpenMP loop) and OpenCV threads; 1 gives every solver one core")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "bench_time_vs_n.png")
     args = ap.parse_args(argv)
 
+    set_threads(args.threads)
     t_start, load_start = time.time(), load_average()
     grid_B, grid_N = ((1, 16), (6, 68)) if args.quick else ((1, 64, 1024), (6, 68, 1220))
     cap = min(args.cap, 8) if args.quick else args.cap
@@ -172,7 +182,7 @@ def main(argv=None):
         for N in grid_N:
             print(f"face-like B={B} N={N}")
             p = make_problems("face", B, N, seed=args.seed)
-            rows, recs = run_table(p, solvers, baseline=OURS, cap=cap, repeats=5, budget_s=1.0)
+            rows, recs = run_table(p, solvers, baseline=OURS, cap=cap, repeats=7, budget_s=1.5)
             grid_records += [dict(r, B_grid=B, N=N) for r in recs]
             grid_text.append(f"#### B = {B}, N = {N}\n\n" + markdown_table(HEADER, rows))
     sections.append(("bench_pnp_grid", "\n\n".join(grid_text)))
@@ -181,11 +191,11 @@ def main(argv=None):
     for family, N in (("planar", 68), ("minimal", 4), ("minimal", 5), ("minimal", 6), ("wide", 68)):
         print(f"{family} B={fam_B} N={N}")
         p = make_problems(family, fam_B, N, seed=args.seed)
-        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers(), baseline=OURS, cap=cap, repeats=5, budget_s=1.0)
+        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers(), baseline=OURS, cap=cap, repeats=7, budget_s=1.5)
         fam_text.append(f"#### {family}, B = {fam_B}, N = {N}\n\n" + markdown_table(HEADER, rows))
     print(f"outliers B={fam_B} N=68")
     p = make_problems("outliers", fam_B, 68, seed=args.seed)
-    rows, _ = run_table(p, robust_solvers(HUBER_DELTA), baseline="ours f64 huber", cap=cap, repeats=5, budget_s=1.0,
+    rows, _ = run_table(p, robust_solvers(HUBER_DELTA), baseline="ours f64 huber", cap=cap, repeats=7, budget_s=1.5,
                         loss="huber")
     fam_text.append(
         f"#### 20 % outliers (face-like), B = {fam_B}, N = 68 — robust solvers; cost is the Huber objective "

@@ -13,17 +13,22 @@ import numpy as np
 import torch
 
 from pyfacepnp.reference import project, reprojection_cost, rotation_angle
+from pyfacepnp.reference.init import nearest_rotation
 
 SUCCESS_DEG = 5.0  # rotation error vs ground truth
 SUCCESS_T = 0.05  # translation error relative to |t|
 
 
 def score(p, R, t, ok, loss="l2", huber_delta=1.0):
-    """Per-problem cost on the op's objective (float64, unit weights; ``inf`` where the
-    solver failed or put a point behind the camera) and success against ground truth."""
+    """Per-problem cost on the op's objective (float64, unit weights, R projected onto the
+    rotations; ``inf`` where the solver failed or put a point behind the camera) and
+    success against ground truth."""
     R, t = R.double(), t.double()
     finite = torch.isfinite(R).flatten(1).all(1) & torch.isfinite(t).all(1)
     R = torch.where(finite[:, None, None], R, torch.eye(3, dtype=R.dtype))
+    # Score rotations: a float32 or linear (DLT) R is orthonormal only approximately, and
+    # the slack of a slightly scaled R would lower its cost below the true optimum.
+    R = nearest_rotation(R)
     t = torch.where(finite[:, None], t, torch.tensor([0.0, 0.0, 1.0], dtype=t.dtype))
     cost = reprojection_cost(R, t, p.points3d, p.points2d, p.K, None, loss, huber_delta)
     _, z = project(R, t, p.points3d, p.K)

@@ -42,19 +42,31 @@ class Solver:
     note: str = ""
 
 
-def measure(run: Run, *, repeats: int, budget_s: float) -> tuple[float, int, tuple]:
-    """Median wall time of ``run()`` after one warm-up call.
+def measure(runs: dict[str, Run], *, repeats: int, budget_s: float) -> dict[str, tuple[float, int, tuple]]:
+    """Median wall time of each ``run()`` after one warm-up call, the runs interleaved.
 
-    Repeats until ``repeats`` timings or until ``budget_s`` seconds are spent (at least
-    one timing). Returns ``(median seconds, timings taken, output of the last call)``.
+    Round ``r`` times every run once, so a change in the machine's load during the
+    measurement falls on all of them alike. A run stops repeating once its timings add up
+    to ``budget_s`` seconds (it always gets one). Returns, per name, ``(median seconds,
+    timings taken, output of the last call)``.
     """
-    out = run()
-    times: list[float] = []
-    while len(times) < repeats and (not times or sum(times) < budget_s):
-        t0 = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times), out
+    outs = {name: run() for name, run in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if times[name] and sum(times[name]) >= budget_s:
+                continue
+            t0 = time.perf_counter()
+            outs[name] = run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), len(times[name]), outs[name]) for name in runs}
+
+
+def set_threads(n: int) -> None:
+    """Threads for torch's intra-op pool (and so our op's OpenMP loop) and for OpenCV."""
+    torch.set_num_threads(n)
+    if cv2 is not None:
+        cv2.setNumThreads(n)
 
 
 # --- ours and the plain-torch reference ---------------------------------------------
