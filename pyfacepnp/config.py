@@ -35,7 +35,7 @@ class DataConfig:
     test_samples: int = 200
     image_size: int = 400
     crop_size: int = 128
-    detector_size: int = 96
+    detector_size: int = 128
     crop_margin: float = 0.25
     seed: int = 0
     cache_dir: str = "runs/cache"
@@ -60,7 +60,7 @@ class TrainConfig:
     """Optimisation of the three stages: detector, branches (stage 1), end to end (stage 2)."""
 
     batch_size: int = 32
-    detector_steps: int = 300
+    detector_steps: int = 600
     stage1_steps: int = 1200
     stage2_steps: int = 300
     lr: float = 2e-3
@@ -76,6 +76,7 @@ class TrainConfig:
     # stage 1 loss weights
     vertex_weight: float = 1.0
     nll_weight: float = 1.0
+    nll_beta: float = 0.5  # beta-NLL weighting of the landmark NLL (0: plain Gaussian NLL)
     edge_weight: float = 0.5
     # stage 2 loss weights (camera-space terms in mm, as in the WCPA score) + stage-1 terms kept
     camera_weight: float = 1.0
@@ -136,7 +137,7 @@ PRESETS: dict[str, dict] = {
     "cpu": {},
     "gpu": {
         "data": {"train_samples": 20000, "val_samples": 500, "test_samples": 1000,
-                 "image_size": 800, "crop_size": 256, "detector_size": 128,
+                 "image_size": 800, "crop_size": 256, "detector_size": 192,
                  "render_workers": 8},
         "model": {"widths": (64, 128, 256, 512), "depths": (2, 2, 2, 2), "stem_width": 64,
                   "head_hidden": 512, "detector_widths": (32, 64, 128, 256)},

@@ -96,3 +96,17 @@ def test_cli_errors_name_the_problem(quick_demo, tmp_path):
     assert proc.returncode == 2 and "not a model bundle" in proc.stderr
     proc = run_cli("train", "--train.batch_size", "abc")
     assert proc.returncode == 2 and "'train.batch_size' expects int" in proc.stderr
+
+
+def test_eval_on_a_wcpa_format_folder(quick_demo, tmp_path):
+    from pyfacepnp.data.synthetic import SyntheticFaceDataset
+    from pyfacepnp.data.wcpa import export_synthetic
+
+    run_dir, _ = quick_demo
+    ds = SyntheticFaceDataset("test", num_samples=3, seed=7, image_size=800, crop_size=64)
+    lst = export_synthetic(tmp_path / "wcpa", ds)
+    proc = run_cli("eval", "--checkpoint", str(run_dir / "model.pt"), "--wcpa-root", str(tmp_path / "wcpa"),
+                   "--wcpa-list", str(lst), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ev = json.loads((tmp_path / "report" / "eval.json").read_text())
+    assert ev["n"] == 3 and all(np.isfinite(ev["methods"][m]["wcpa"]) for m in ("baseline", "a", "b", "c"))

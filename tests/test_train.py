@@ -51,6 +51,15 @@ def test_gaussian_nll_is_minimised_at_the_residual_variance():
     lv = best.clone().requires_grad_()
     L.gaussian_nll(pred, lv, target).sum().backward()
     assert lv.grad.abs().max() < 1e-6
+    # beta-NLL keeps the minimiser and scales the position gradient by sigma^(2 beta)
+    lv = best.clone().requires_grad_()
+    L.gaussian_nll(pred, lv, target, beta=0.5).sum().backward()
+    assert lv.grad.abs().max() < 1e-6
+    p0 = pred.clone().requires_grad_()
+    L.gaussian_nll(p0, best, target).sum().backward()
+    p1 = pred.clone().requires_grad_()
+    L.gaussian_nll(p1, best, target, beta=0.5).sum().backward()
+    torch.testing.assert_close(p1.grad, p0.grad * torch.exp(0.5 * best))
 
 
 def test_vertex_and_edge_losses_in_millimetres():

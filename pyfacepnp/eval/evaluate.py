@@ -107,6 +107,7 @@ def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterati
     base_R, base_t = bundle["baseline"]["R"].float().cpu(), bundle["baseline"]["t"].float().cpu()
     res = EvalResult()
     store: dict = {}
+    oracle: dict = {}
     det_err, inside, diag = [], [], {"a": [], "c": []}
     fails = {"a": 0, "b": 0, "c": 0}
     for batch in tqdm(iterate_split(source, batch_size), desc="evaluate", disable=not progress,
@@ -141,6 +142,11 @@ def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterati
         pc = solve_pose(p2["vertices"], p2["landmarks"], p2["log_var"], A, K, max_iterations=pnp_iterations)
         fails["c"] += int((pc.status != int(pyfacepnp.PnPStatus.CONVERGED)).sum())
         _append(store, "c", pose_metrics(p2["vertices"], pc.R, pc.t, gv, gR, gt))
+        # diagnostic: (c) on crops around the ground-truth landmarks (a perfect detector)
+        A_gt = crop_affine(batch["landmarks68"], c, margin)
+        p2o = net2(warp_image(frames, A_gt, c))
+        po = solve_pose(p2o["vertices"], p2o["landmarks"], p2o["log_var"], A_gt, K, max_iterations=pnp_iterations)
+        _append(oracle, "c", pose_metrics(p2o["vertices"], po.R, po.t, gv, gR, gt))
         for key, p, lm_img in (("a", p1, lm_img1), ("c", p2, pc.landmarks_image)):
             err = (lm_img - gt_px).norm(dim=-1)  # frame px, per vertex
             sigma = torch.exp(0.5 * p["log_var"])
@@ -160,4 +166,5 @@ def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterati
         d = torch.cat(diag[key])
         res.diagnostics[name] = {"dense_landmark_error_px": float(d[:, 0].mean()),
                                  "median_sigma_crop_px": float(d[:, 1].mean())}
+    res.diagnostics["c_with_gt_crops"] = {k: float(np.mean(np.concatenate(v))) for k, v in oracle["c"].items()}
     return res

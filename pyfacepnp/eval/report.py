@@ -89,8 +89,14 @@ def write_report(run_dir: str, result: EvalResult, triangles, extra: dict | None
     lines += ["## Dense landmarks", "", "| network | dense landmark error (frame px) | median sigma (crop px) |",
               "|---|---:|---:|"]
     for name, d in result.diagnostics.items():
-        lines.append(f"| {name} | {d['dense_landmark_error_px']:.2f} | {d['median_sigma_crop_px']:.2f} |")
+        if "dense_landmark_error_px" in d:
+            lines.append(f"| {name} | {d['dense_landmark_error_px']:.2f} | {d['median_sigma_crop_px']:.2f} |")
     lines.append("")
+    if "c_with_gt_crops" in result.diagnostics:
+        o = result.diagnostics["c_with_gt_crops"]
+        lines += [f"- (c) on crops around the ground-truth landmarks (a perfect detector): WCPA "
+                  f"{o['wcpa']:.2f}, rotation {o['rotation_deg']:.2f} deg, translation "
+                  f"{o['translation_mm']:.2f} mm, vertex {o['vertex_mm']:.3f} mm.", ""]
     if "training" in extra:
         lines += ["## Training", "", "| stage | steps | seconds | images/s |", "|---|---:|---:|---:|"]
         for name, st in extra["training"].items():

@@ -17,17 +17,25 @@ def vertex_l1(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return (pred - gt).abs().mean(dim=(-1, -2)) * MM
 
 
-def gaussian_nll(pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def gaussian_nll(pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor,
+                 beta: float = 0.0) -> torch.Tensor:
     """Negative log-likelihood of ``target`` under N(pred, exp(log_var)), per sample ``(B,)``.
 
     ``log_var`` is per axis ``(B, N, 2)`` or per point ``(B, N)`` (isotropic 2D Gaussian);
     constants are dropped. Per point and axis, the minimiser is ``exp(log_var) = r^2``.
+    ``beta > 0`` is the beta-NLL of Seitzer et al. (ICLR 2022): each term is weighted by
+    ``sigma^(2 beta)`` (not differentiated), which keeps points with a large sigma from
+    learning their position ever more slowly; the minimiser is unchanged.
     """
     r2 = (pred - target) ** 2
     if log_var.dim() == pred.dim():
         nll = 0.5 * (r2 * torch.exp(-log_var) + log_var)
+        if beta > 0:
+            nll = nll * torch.exp(beta * log_var.detach())
         return nll.mean(dim=(-1, -2))
     nll = 0.5 * r2.sum(-1) * torch.exp(-log_var) + log_var
+    if beta > 0:
+        nll = nll * torch.exp(beta * log_var.detach())
     return nll.mean(dim=-1) / 2.0
 
 

@@ -82,7 +82,7 @@ def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) 
     tc = cfg.train
     target = gt_crop_landmarks(batch)
     l_vert = L.vertex_l1(pred["vertices"], batch["vertices"])
-    l_nll = L.gaussian_nll(pred["landmarks"], pred["log_var"], target)
+    l_nll = L.gaussian_nll(pred["landmarks"], pred["log_var"], target, beta=tc.nll_beta)
     l_edge = L.edge_length_l1(pred["vertices"], batch["vertices"], edges)
     per_sample = tc.vertex_weight * l_vert + tc.nll_weight * l_nll + tc.edge_weight * l_edge
     with torch.no_grad():
