@@ -8,6 +8,9 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "common/pnp_point.h"
 #include "pnp/pnp_checks.h"
 
@@ -18,9 +21,10 @@ template <typename scalar_t>
 cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_t* w,
                              const scalar_t* K, const scalar_t* init_R, const scalar_t* init_t,
                              int64_t B, int64_t N, int32_t loss, double huber_delta,
-                             int32_t max_iterations, double tolerance, double pd_tol, scalar_t* R,
-                             scalar_t* t, scalar_t* cost, int32_t* iterations, int32_t* status,
-                             scalar_t* cov, cudaStream_t stream);
+                             int32_t max_iterations, double tolerance, double pd_tol,
+                             int32_t min_warps_per_sm, scalar_t* R, scalar_t* t, scalar_t* cost,
+                             int32_t* iterations, int32_t* status, scalar_t* cov,
+                             cudaStream_t stream);
 template <typename scalar_t>
 cudaError_t launch_solve_pnp_backward(const scalar_t* gR, const scalar_t* gt, const scalar_t* gc,
                                       const scalar_t* X, const scalar_t* x, const scalar_t* w,
@@ -36,6 +40,18 @@ namespace {
 
 // Pivot floor of the unit-diagonal-scaled Hessian, as in the CPU kernel (pnp_cpu.cpp).
 constexpr double kPdTol = 1e-10;
+
+// The forward kernel's register budget (see pnp_kernels.cu): PYFACEPNP_CUDA_PNP_WARPS_PER_SM
+// = 16 selects the variant capped at 128 registers per thread, for benchmarking it against
+// the default (1: up to 255 registers). Read at every call, so a benchmark can switch it.
+int32_t forward_min_warps_per_sm() {
+  const char* v = std::getenv("PYFACEPNP_CUDA_PNP_WARPS_PER_SM");
+  if (v == nullptr || *v == '\0') return 1;
+  const std::string s(v);
+  TORCH_CHECK(s == "1" || s == "16", "PYFACEPNP_CUDA_PNP_WARPS_PER_SM must be 1 or 16, got '", s,
+              "'");
+  return int32_t(std::stoi(s));
+}
 
 int32_t loss_kind(c10::string_view loss) {
   return loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
@@ -87,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         weights.data_ptr<scalar_t>(), K.data_ptr<scalar_t>(),
         has_init ? init_R.data_ptr<scalar_t>() : nullptr,
         has_init ? init_t.data_ptr<scalar_t>() : nullptr, B, N, loss_kind(loss), huber_delta,
-        int32_t(max_iterations), tolerance, kPdTol, R.data_ptr<scalar_t>(),
+        int32_t(max_iterations), tolerance, kPdTol, forward_min_warps_per_sm(), R.data_ptr<scalar_t>(),
         t.data_ptr<scalar_t>(), cost.data_ptr<scalar_t>(), iterations.data_ptr<int32_t>(),
         status.data_ptr<int32_t>(), cov.data_ptr<scalar_t>(), stream));
   });

@@ -32,6 +32,11 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // Forward: one warp per block, so a problem that iterates long holds no other problem's
 // resources (blocks release registers only when all their warps finish).
 constexpr int kForwardWarpsPerBlock = 1;
+// Resident problems per SM the forward kernel is compiled for: 1 lets the compiler use up to
+// 255 registers per thread (8 problems per SM fit), 16 caps it at 128 registers (16 fit) at
+// the price of spills to local memory. The launcher takes either; the default is the first.
+constexpr int kForwardMinWarpsDefault = 1;
+constexpr int kForwardMinWarpsTight = 16;
 constexpr int kBackwardWarpsPerBlock = 4;
 // The backward is one streaming pass: 128 registers (16 warps per SM) cost it no spills.
 constexpr int kBackwardMinBlocksPerSM = 4;
@@ -229,8 +234,8 @@ __device__ void solve_one(const ForwardArgs<scalar_t>& a, int64_t b, int lane) {
   for (int i = lane; i < 36; i += kWarp) a.cov[36 * b + i] = scalar_t(res.cov[i]);
 }
 
-template <typename scalar_t>
-__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock)
+template <typename scalar_t, int kMinWarpsPerSM>
+__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, kMinWarpsPerSM / kForwardWarpsPerBlock)
     solve_pnp_kernel(const ForwardArgs<scalar_t> a) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
@@ -342,14 +347,18 @@ int64_t blocks_for(int64_t problems, int warps_per_block) {
 }  // namespace
 
 // Host launchers (declared in pnp_cuda.cpp). They enqueue on `stream` and return the launch
-// status; B == 0 launches nothing.
+// status; B == 0 launches nothing. `min_warps_per_sm` picks the forward kernel's register
+// budget (kForwardMinWarpsDefault or kForwardMinWarpsTight, see above).
 template <typename scalar_t>
 cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_t* w,
                              const scalar_t* K, const scalar_t* init_R, const scalar_t* init_t,
                              int64_t B, int64_t N, int32_t loss, double huber_delta,
-                             int32_t max_iterations, double tolerance, double pd_tol, scalar_t* R,
-                             scalar_t* t, scalar_t* cost, int32_t* iterations, int32_t* status,
-                             scalar_t* cov, cudaStream_t stream) {
+                             int32_t max_iterations, double tolerance, double pd_tol,
+                             int32_t min_warps_per_sm, scalar_t* R, scalar_t* t, scalar_t* cost,
+                             int32_t* iterations, int32_t* status, scalar_t* cov,
+                             cudaStream_t stream) {
+  if (min_warps_per_sm != kForwardMinWarpsDefault && min_warps_per_sm != kForwardMinWarpsTight)
+    return cudaErrorInvalidValue;
   if (B <= 0) return cudaSuccess;
   ForwardArgs<scalar_t> a;
   a.X = X;
@@ -371,9 +380,11 @@ cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_
   a.iterations = iterations;
   a.status = status;
   a.cov = cov;
-  const int64_t blocks = blocks_for(B, kForwardWarpsPerBlock);
-  solve_pnp_kernel<scalar_t>
-      <<<dim3(unsigned(blocks)), dim3(kWarp * kForwardWarpsPerBlock), 0, stream>>>(a);
+  const dim3 grid(unsigned(blocks_for(B, kForwardWarpsPerBlock))), block(kWarp * kForwardWarpsPerBlock);
+  if (min_warps_per_sm == kForwardMinWarpsTight)
+    solve_pnp_kernel<scalar_t, kForwardMinWarpsTight><<<grid, block, 0, stream>>>(a);
+  else
+    solve_pnp_kernel<scalar_t, kForwardMinWarpsDefault><<<grid, block, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -415,8 +426,8 @@ cudaError_t launch_solve_pnp_backward(const scalar_t* gR, const scalar_t* gt, co
 #define PFP_INSTANTIATE(scalar_t)                                                                \
   template cudaError_t launch_solve_pnp<scalar_t>(                                               \
       const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,       \
-      const scalar_t*, int64_t, int64_t, int32_t, double, int32_t, double, double, scalar_t*,    \
-      scalar_t*, scalar_t*, int32_t*, int32_t*, scalar_t*, cudaStream_t);                        \
+      const scalar_t*, int64_t, int64_t, int32_t, double, int32_t, double, double, int32_t,      \
+      scalar_t*, scalar_t*, scalar_t*, int32_t*, int32_t*, scalar_t*, cudaStream_t);             \
   template cudaError_t launch_solve_pnp_backward<scalar_t>(                                      \
       const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,       \
       const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const int32_t*,        \
