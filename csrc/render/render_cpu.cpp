@@ -110,14 +110,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> render_mesh_cpu(
         const int64_t xa = std::max<int64_t>(0, int64_t(std::ceil(xmin)));
         const int64_t xb = std::min<int64_t>(W - 1, int64_t(std::floor(xmax)));
         if (xa > xb) continue;
-        const float inv_area = 1.0f / area;
+        float A[3], B[3], C[3];
+        pfp::raster::barycentric_planes(s0, s1, s2, area, A, B, C);
         const float iz0 = 1.0f / s0[2], iz1 = 1.0f / s1[2], iz2 = 1.0f / s2[2];
         for (int64_t y = ya; y <= yb; ++y) {
           const float py = float(y);
-          for (int64_t x = xa; x <= xb; ++x) {
+          // Scan only the row's span (widened by a pixel against rounding); each pixel is
+          // still tested, so coverage is decided by the barycentric signs alone.
+          float lo = float(xa), hi = float(xb);
+          if (!pfp::raster::row_span(A, B, C, py, &lo, &hi)) continue;
+          const int64_t x0 = std::max<int64_t>(xa, int64_t(std::floor(lo)) - 1);
+          const int64_t x1 = std::min<int64_t>(xb, int64_t(std::ceil(hi)) + 1);
+          const float k0 = B[0] * py + C[0], k1 = B[1] * py + C[1];
+          for (int64_t x = x0; x <= x1; ++x) {
             const float px = float(x);
-            const float w0 = pfp::raster::edge(s1[0], s1[1], s2[0], s2[1], px, py) * inv_area;
-            const float w1 = pfp::raster::edge(s2[0], s2[1], s0[0], s0[1], px, py) * inv_area;
+            const float w0 = A[0] * px + k0;
+            const float w1 = A[1] * px + k1;
             const float w2 = 1.0f - w0 - w1;
             if (w0 < 0.0f || w1 < 0.0f || w2 < 0.0f) continue;
             const float iz = w0 * iz0 + w1 * iz1 + w2 * iz2;

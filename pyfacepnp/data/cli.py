@@ -21,7 +21,8 @@ def cmd_preview(args) -> int:
 
     ds = SyntheticFaceDataset(args.split, num_samples=args.start + args.num, seed=args.seed,
                               image_size=800, crop_size=args.size, render_image=False,
-                              num_identities=args.start + args.num)  # a different person per tile
+                              num_identities=args.start + args.num,  # a different person per tile
+                              supersample=args.supersample)
     sheet = contact_sheet(ds, range(args.start, args.start + args.num), cols=args.cols, overlay=not args.no_overlay)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,7 @@ def _add_subcommands(sub) -> None:
     p.add_argument("--cols", type=int, default=3, help="samples per row")
     p.add_argument("--size", type=int, default=224, help="crop side in pixels")
     p.add_argument("--no-overlay", action="store_true", help="crops only, without ground truth")
+    p.add_argument("--supersample", type=int, default=2, help="anti-aliasing factor of the crops")
     p.set_defaults(func=cmd_preview)
 
     e = sub.add_parser("export", help="write a synthetic set in the WCPA track-2 folder layout")

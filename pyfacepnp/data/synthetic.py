@@ -124,7 +124,8 @@ class SyntheticFaceDataset(Dataset):
         head: render a coarse head and neck behind the face (:mod:`pyfacepnp.data.head`;
             not part of the ground truth).
         supersample: anti-aliasing factor of the crop (drawn this many times larger and
-            area-averaged down); the full frame is drawn at 1x.
+            area-averaged down; the render then costs supersample**2 as much); the full
+            frame is always drawn at 1x.
 
     Each item is a dict of tensors: ``image (3, S, S)`` float32 in [0, 1] (only with
     ``render_image``), ``crop (3, C, C)``, ``crop_affine (2, 3)`` image-to-crop pixels,
@@ -144,7 +145,7 @@ class SyntheticFaceDataset(Dataset):
                  jitter: Optional[bool] = None, crop_margin: float = 0.25, occluder_prob: float = 0.3,
                  blur_prob: float = 0.3, noise_prob: float = 0.5, focal_std: float = 0.0,
                  texture_size: int = 256, pose_stats: PoseStats = PoseStats(), head: bool = True,
-                 supersample: int = 2, model: Optional[FaceModel] = None):
+                 supersample: int = 1, model: Optional[FaceModel] = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         for name, val in (("num_samples", num_samples), ("image_size", image_size), ("crop_size", crop_size)):
