@@ -263,7 +263,7 @@ def _identity_basis(uv, P):
     return np.stack([comps[k] for k in IDENTITY_NAMES], 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: the arrays are not hashable
 class FaceModel:
     """The procedural morphable face model (numpy float32 arrays, read-only).
 
