@@ -5,7 +5,7 @@ Built deterministically by code (no asset, no download) from the 2D layout of
 
 * 1220 vertices in metres in the WCPA canonical frame (``+x`` the face's left, ``+y`` up,
   ``+z`` out of the face; the origin lies about 5 cm behind the face's front plane,
-  near eye level), a triangle list (counter-clockwise seen from the front) and
+  level with the middle of the nose), a triangle list (counter-clockwise seen from the front) and
   68 landmark vertex indices in the usual 68-point order.
 * ``id_basis (40, 1220, 3)``: each component is the displacement of a one-standard-
   deviation change, so identity coefficients are ``~ N(0, 1)``.
