@@ -25,6 +25,7 @@ __all__ = [
     "TEXTURE_LAYERS",
     "TEXTURE_SIZE",
     "HEAD_RAMP",
+    "CLOTHES_ROWS",
     "face_hair_alpha",
     "texture_weights",
     "sample_palette",
@@ -40,7 +41,7 @@ __all__ = [
 
 TEXTURE_LAYERS = (
     "skin", "skin_dark", "skin_light", "blush", "stubble", "hair", "eye_shadow", "lips",
-    "brows", "nostrils", "sclera", "iris", "pupil", "lashes", "mouth", "teeth",
+    "brows", "nostrils", "sclera", "iris", "pupil", "lashes", "mouth", "teeth", "clothes",
 )
 
 TEXTURE_SIZE = 256
@@ -48,6 +49,8 @@ TEXTURE_SIZE = 256
 # ramp for the head behind the face (see pyfacepnp.data.head); rows above HEAD_RAMP[1]
 # are hair across the whole texture.
 HEAD_RAMP = (-0.1, 0.1)
+# Texture rows below this v (across the whole width) are the clothes of the torso.
+CLOTHES_ROWS = -0.105
 _STRIP_TEXELS = 3
 
 # Skin albedos from light to dark (sRGB-ish, [0, 1]).
@@ -155,6 +158,7 @@ def _layer_alphas(size):
         a[name] = np.where(plain, 0.0, a[name])
     ramp = np.clip((v - HEAD_RAMP[0]) / (HEAD_RAMP[1] - HEAD_RAMP[0]), 0.0, 1.0)
     a["hair"] = np.where(strip, ramp, a["hair"])
+    a["clothes"] = (v < CLOTHES_ROWS).astype(np.float64)
     return a
 
 
@@ -215,6 +219,7 @@ def sample_palette(rng: np.random.Generator) -> np.ndarray:
         "lashes": hair * 0.3,
         "mouth": np.array([0.22, 0.07, 0.07]) * rng.uniform(0.6, 1.2),
         "teeth": np.array([0.88, 0.85, 0.76]) * rng.uniform(0.8, 1.0),
+        "clothes": rng.random(3) ** 1.5,
     }
     return np.clip(np.stack([p[k] for k in TEXTURE_LAYERS]), 0, 1).astype(np.float32)
 

@@ -1,8 +1,9 @@
-"""A coarse head and neck behind the face mask, so that synthetic faces are not masks
-floating in front of the background.
+"""A coarse head, neck and shoulders behind the face mask, so that synthetic faces are not
+masks floating in front of the background.
 
 The face model covers the face only (like the WCPA mesh). For rendering, each sample gets
-a head cap grown backwards from the face's boundary loop and an elliptic neck cylinder.
+a head cap grown backwards from the face's boundary loop, an elliptic neck cylinder and a
+clothed torso.
 The cap shares the face's boundary vertices, so the two meet without a seam (normals are
 averaged across it) and the cap follows identity and expression. Neither is part of the
 ground truth.
@@ -11,7 +12,7 @@ Texturing uses the face texture: its outermost columns (outside the face, see
 :func:`pyfacepnp.data.appearance.texture_weights`) hold a vertical skin-to-hair ramp,
 and its top rows are hair. A head vertex picks the ramp row of its hair weight on the
 strip of its side; a triangle that crosses the back midline interpolates along a texture
-row, which is hair at the top and skin or stubble at the bottom.
+row, which is hair at the top and skin at the bottom. The texture's bottom rows are the clothes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ __all__ = ["boundary_loop", "head_mesh"]
 
 _RINGS = 7  # meridian samples from the face boundary to the back of the head
 _NECK_SEGMENTS, _NECK_RINGS = 24, 4
+_TORSO_SEGMENTS = 32
+# Torso rings below the chin (metres down, half-width, half-depth): a neckline widening
+# into the shoulders.
+_TORSO = ((0.115, 0.062, 0.055), (0.150, 0.120, 0.080), (0.175, 0.175, 0.095), (0.200, 0.195, 0.100),
+          (0.450, 0.200, 0.105))
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,16 +71,18 @@ def _topology(loop_bytes: bytes, n_vertices: int) -> np.ndarray:
     for i in range(n):
         faces.append([vid(_RINGS - 1, i), pole, vid(_RINGS - 1, i + 1)])
     base = pole + 1
-    for r in range(_NECK_RINGS - 1):
-        for s in range(_NECK_SEGMENTS):
-            a = base + r * _NECK_SEGMENTS + s
-            b = base + r * _NECK_SEGMENTS + (s + 1) % _NECK_SEGMENTS
-            faces += [[a, b, a + _NECK_SEGMENTS], [b, b + _NECK_SEGMENTS, a + _NECK_SEGMENTS]]
+    for segments, rings in ((_NECK_SEGMENTS, _NECK_RINGS), (_TORSO_SEGMENTS, len(_TORSO))):
+        for r in range(rings - 1):
+            for s in range(segments):
+                a = base + r * segments + s
+                b = base + r * segments + (s + 1) % segments
+                faces += [[a, b, a + segments], [b, b + segments, a + segments]]
+        base += rings * segments
     return np.array(faces, dtype=np.int64)
 
 
 def head_mesh(face_vertices: np.ndarray, model, hair_line: float = 0.0, hair: float = 1.0):
-    """Head cap and neck to render together with one face.
+    """Head cap, neck and torso to render together with one face.
 
     Args:
         face_vertices: ``(1220, 3)`` canonical vertices of the face (metres).
@@ -103,10 +111,14 @@ def head_mesh(face_vertices: np.ndarray, model, hair_line: float = 0.0, hair: fl
         rings.append(centre + np.concatenate([direction * (radius * np.sin(alpha))[:, None],
                                               (radius * np.cos(alpha))[:, None]], 1))
     pole = centre + np.array([0.0, 0.0, -radius_back])
+    chin = b[:, 1].min()
     ang = np.linspace(0, 2 * np.pi, _NECK_SEGMENTS, endpoint=False)
     neck = [np.stack([0.052 * np.cos(ang), np.full_like(ang, y), centre[2] + 0.005 + 0.048 * np.sin(ang)], 1)
-            for y in np.linspace(b[:, 1].min() + 0.05, b[:, 1].min() - 0.25, _NECK_RINGS)]
-    verts = np.concatenate(rings + [pole[None]] + neck, 0)
+            for y in np.linspace(chin + 0.05, chin - 0.16, _NECK_RINGS)]
+    ang = np.linspace(0, 2 * np.pi, _TORSO_SEGMENTS, endpoint=False)
+    torso = [np.stack([wx * np.cos(ang), np.full_like(ang, chin - dy), centre[2] - 0.01 + wz * np.sin(ang)], 1)
+             for dy, wx, wz in _TORSO]
+    verts = np.concatenate(rings + [pole[None]] + neck + torso, 0)
     # Hair weight: the face texture's hair at the boundary fading into hair above hair_line.
     edge = ap.face_hair_alpha(model)[loop]
     w = [np.maximum(edge * (1 - f), smoothstep((p[:, 1] - hair_line) / 0.03) * hair)
@@ -116,6 +128,8 @@ def head_mesh(face_vertices: np.ndarray, model, hair_line: float = 0.0, hair: fl
     texel = 1.0 / ap.TEXTURE_SIZE
     tx = 0.5 + side * (0.5 - 1.5 * texel)  # the middle of a side strip
     v = ap.HEAD_RAMP[0] + (ap.HEAD_RAMP[1] - ap.HEAD_RAMP[0]) * w
+    # Torso: three texels into the clothes rows, clear of bilinear blending with the skin.
+    v = np.concatenate([v, np.full(_TORSO_SEGMENTS * len(_TORSO), ap.CLOTHES_ROWS - 3 * texel * 2 * TEXTURE_EXTENT)])
     ty = (TEXTURE_EXTENT - v) / (2 * TEXTURE_EXTENT)
     texcoords = np.stack([tx, ty], 1)
     faces = _topology(loop.tobytes(), len(face_vertices))
