@@ -60,7 +60,7 @@ class TrainConfig:
     """Optimisation of the three stages: detector, branches (stage 1), end to end (stage 2)."""
 
     batch_size: int = 32
-    detector_steps: int = 600
+    detector_steps: int = 400
     stage1_steps: int = 1200
     stage2_steps: int = 300
     lr: float = 2e-3

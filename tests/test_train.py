@@ -279,3 +279,20 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
         if v.is_floating_point() and not torch.equal(v, r0["stage1"][k]):
             moved += 1
     assert moved > 0
+
+
+def test_geometric_jitter_recrops_consistently_with_the_affine():
+    from pyfacepnp.models.coords import warp_image
+    from pyfacepnp.train.stages import geometric_jitter
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(200.0), torch.arange(200.0), indexing="ij")
+    frame = torch.stack([torch.sin(xx / 9), torch.cos(yy / 7), torch.sin((xx + yy) / 13)])[None] * 0.4 + 0.5
+    frame = frame.expand(3, -1, -1, -1)
+    A = torch.tensor([[0.8, 0.1, -30.0], [-0.1, 0.8, -20.0]]).expand(3, 2, 3).contiguous()
+    crop = (warp_image(frame, A, 64) * 255).round().to(torch.uint8)
+    out = geometric_jitter({"crop": crop, "crop_affine": A}, g)
+    assert not torch.allclose(out["crop_affine"], A)
+    direct = warp_image(frame, out["crop_affine"], 64) * 255
+    inner = np.s_[:, :, 12:-12, 12:-12]  # away from the zero-padded border of the re-crop
+    assert (out["crop"].float()[inner] - direct[inner]).abs().mean() < 2.0

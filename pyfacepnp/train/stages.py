@@ -20,13 +20,13 @@ from torch import nn
 import pyfacepnp
 from pyfacepnp.config import RunConfig
 from pyfacepnp.metrics import wcpa_terms
-from pyfacepnp.models.coords import pixels_to_normalized
+from pyfacepnp.models.coords import pixels_to_normalized, warp_image
 from pyfacepnp.models.detector import LandmarkDetector, heatmap_cross_entropy
 from pyfacepnp.models.face_net import FaceNet
 from pyfacepnp.models.pose import project_points, solve_pose
 from pyfacepnp.train import losses as L
 from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
-from pyfacepnp.train.data import load_split
+from pyfacepnp.train.data import load_split, to_uint8
 from pyfacepnp.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from pyfacepnp.train.loop import Stage, run_stage
 
@@ -55,6 +55,35 @@ def photometric(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     bias = 0.08 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
     cast = 1.0 + 0.08 * (2 * torch.rand(b, 3, 1, 1, generator=gen) - 1)
     return (x * gain * cast + bias).clamp(0, 1).to(images.device)
+
+
+def geometric_jitter(batch: dict, gen: torch.Generator, rotate: float = 0.12, scale: float = 0.08,
+                     shift: float = 0.05) -> dict:
+    """Random similarity re-crop of each sample (uniform rotation in +-``rotate`` rad, scale
+    in +-``scale``, shift in +-``shift`` of the side about the crop centre).
+
+    The crop is resampled and ``crop_affine`` composed with the same similarity, so every
+    target derived from it (landmark pixels, PnP) stays exact. It multiplies the effective
+    training set and covers the misalignment of detector crops.
+    """
+    crop = batch["crop"]
+    b, c = crop.shape[0], crop.shape[-1]
+    u = lambda: 2 * torch.rand(b, generator=gen) - 1  # noqa: E731
+    ang, s = rotate * u(), 1.0 + scale * u()
+    tx, ty = shift * c * u(), shift * c * u()
+    centre = (c - 1) / 2.0
+    cos, sin = s * torch.cos(ang), s * torch.sin(ang)
+    S = torch.zeros(b, 3, 3)
+    S[:, 0, 0], S[:, 0, 1], S[:, 1, 0], S[:, 1, 1] = cos, -sin, sin, cos
+    S[:, 0, 2] = centre + tx - (cos * centre - sin * centre)
+    S[:, 1, 2] = centre + ty - (sin * centre + cos * centre)
+    S[:, 2, 2] = 1.0
+    S = S.to(batch["crop_affine"])
+    out = dict(batch)
+    out["crop"] = to_uint8(warp_image(crop.float() / 255.0, S[:, :2], c))
+    A3 = torch.cat([batch["crop_affine"], S.new_tensor([0.0, 0.0, 1.0]).expand(b, 1, 3)], 1)
+    out["crop_affine"] = (S @ A3)[:, :2]
+    return out
 
 
 def gt_crop_landmarks(batch: dict) -> torch.Tensor:
@@ -95,6 +124,7 @@ def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) 
 
 def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor):
     def loss_fn(model, batch, gen):
+        batch = geometric_jitter(batch, gen)
         pred = model(photometric(batch["crop"], gen))
         per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
         return per_sample.mean(), metrics
@@ -106,6 +136,7 @@ def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
     tc = cfg.train
 
     def loss_fn(model, batch, gen):
+        batch = geometric_jitter(batch, gen)
         pred = model(photometric(batch["crop"], gen))
         pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
                           batch["K"], max_iterations=tc.pnp_max_iterations)
