@@ -15,6 +15,7 @@ problem over the problems both solvers report as converged.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 import time
 from pathlib import Path
@@ -41,13 +42,16 @@ def _status_kib():
 def peak_added_mib(fn) -> float:
     """Peak resident memory added while ``fn()`` runs (MiB), or NaN where not measurable."""
     try:
+        # Hand freed heap memory back to the system first: otherwise the call reuses pages
+        # an earlier call left resident and its peak does not show.
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current RSS
         rss0, _ = _status_kib()
         fn()
         _, hwm = _status_kib()
         return (hwm - rss0) / 1024
-    except OSError:
+    except (OSError, AttributeError):
         return float("nan")
 
 

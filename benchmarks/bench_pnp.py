@@ -1,6 +1,6 @@
 """CPU benchmark of pyfacepnp.solve_pnp against its peers on the same generated problems.
 
-    .venv/bin/python benchmarks/bench_pnp.py            # ~10 min on 2 cores; writes docs/
+    .venv/bin/python benchmarks/bench_pnp.py            # a few minutes on 2 cores; writes docs/
     .venv/bin/python benchmarks/bench_pnp.py --quick    # a small smoke run, prints only
 
 For every table: microseconds per problem (median over repeats after one warm-up call,
@@ -99,7 +99,7 @@ def headline(seed, log=print):
     Xd, xd, Kd = p.points3d, p.points2d, p.K
     by_name = {s.name: s for s in ours_solvers() + peer_solvers()}
     names = [n for n in (OURS, "ours f64 fwd+bwd", "cv2 ITERATIVE", "cv2 SQPNP") if n in by_name]
-    times = measure({n: by_name[n].prepare(p) for n in names}, repeats=7, budget_s=3.0)
+    times = measure({n: by_name[n].prepare(p) for n in names}, repeats=9, budget_s=3.0)
     for name in names:
         log(f"    {name:28s} {1e6 * times[name][0] / p.batch:12.1f} us/problem")
     rows = []
@@ -160,7 +160,7 @@ def plot(grid_records, path: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small grid, print only (no files written)")
-    ap.add_argument("--cap", type=int, default=128, help="problems per call for per-sample loops")
+    ap.add_argument("--cap", type=int, default=256, help="problems per call for per-sample loops")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch (hence our op's OpenMP loop) and OpenCV threads; 1 gives every solver one core")
@@ -182,7 +182,7 @@ def main(argv=None):
         for N in grid_N:
             print(f"face-like B={B} N={N}")
             p = make_problems("face", B, N, seed=args.seed)
-            rows, recs = run_table(p, solvers, baseline=OURS, cap=cap, repeats=7, budget_s=1.5)
+            rows, recs = run_table(p, solvers, baseline=OURS, cap=cap, repeats=9, budget_s=3.0)
             grid_records += [dict(r, B_grid=B, N=N) for r in recs]
             grid_text.append(f"#### B = {B}, N = {N}\n\n" + markdown_table(HEADER, rows))
     sections.append(("bench_pnp_grid", "\n\n".join(grid_text)))
@@ -191,11 +191,11 @@ def main(argv=None):
     for family, N in (("planar", 68), ("minimal", 4), ("minimal", 5), ("minimal", 6), ("wide", 68)):
         print(f"{family} B={fam_B} N={N}")
         p = make_problems(family, fam_B, N, seed=args.seed)
-        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers(), baseline=OURS, cap=cap, repeats=7, budget_s=1.5)
+        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers(), baseline=OURS, cap=cap, repeats=9, budget_s=3.0)
         fam_text.append(f"#### {family}, B = {fam_B}, N = {N}\n\n" + markdown_table(HEADER, rows))
     print(f"outliers B={fam_B} N=68")
     p = make_problems("outliers", fam_B, 68, seed=args.seed)
-    rows, _ = run_table(p, robust_solvers(HUBER_DELTA), baseline="ours f64 huber", cap=cap, repeats=7, budget_s=1.5,
+    rows, _ = run_table(p, robust_solvers(HUBER_DELTA), baseline="ours f64 huber", cap=cap, repeats=9, budget_s=3.0,
                         loss="huber")
     fam_text.append(
         f"#### 20 % outliers (face-like), B = {fam_B}, N = 68 — robust solvers; cost is the Huber objective "

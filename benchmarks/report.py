@@ -76,11 +76,11 @@ def machine_description() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = [f"torch {torch.__version__} ({torch.get_num_threads()} threads)"]
+    versions = [f"torch {torch.__version__} (threads: {torch.get_num_threads()})"]
     try:
         import cv2
 
-        versions.append(f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)")
+        versions.append(f"opencv {cv2.__version__} (threads: {cv2.getNumThreads()})")
     except ImportError:
         pass
     try:
