@@ -183,7 +183,9 @@ def solve_pnp_reference(
         points2d: ``(..., N, 2)`` pixels.
         K: ``(..., 3, 3)`` intrinsics; leading dims broadcast with the points'.
         weights: ``None``, ``(..., N)`` or per-axis ``(..., N, 2)``, non-negative.
-        init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose (not differentiated).
+        init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose (not differentiated);
+            where it puts a weighted point behind the camera, the global initialisation
+            is used instead (as in the op).
         loss: ``"l2"`` or ``"huber"``.
         huber_delta: Huber threshold on ``sqrt(w . r^2)``.
         max_iterations: LM iterations at most (rejected steps count).
@@ -232,11 +234,17 @@ def solve_pnp_reference(
 
     if init is None:
         R, t = omega_initialisation(X, x, Kb, w, loss, huber_delta)
-    else:
+    used = w.sum(-1) > 0
+    if init is not None:
         R = init[0].detach().to(dtype).expand(*batch, 3, 3).reshape(-1, 3, 3)
         t = init[1].detach().to(dtype).expand(*batch, 3).reshape(-1, 3)
-
-    used = w.sum(-1) > 0
+        # As in the op: an init that puts a weighted point behind the camera is replaced
+        # by the global initialisation.
+        behind = ~torch.isfinite(_cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta))
+        if bool(behind.any()):
+            i = behind.nonzero().squeeze(1)
+            Ri, ti = omega_initialisation(X[i], x[i], Kb[i], w[i], loss, huber_delta)
+            R, t = R.index_put((i,), Ri), t.index_put((i,), ti)
     scale = x.detach().abs().amax((1, 2)) + 1
     eps = torch.finfo(dtype).eps
     floor = 0.5 * (8 * eps * scale) ** 2 * w.detach().sum((1, 2))
