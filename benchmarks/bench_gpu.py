@@ -213,7 +213,13 @@ def main():
     ap.add_argument("--reference-sizes", default="256,4096",
                     help="batch sizes for the reference solver ('all' for every size)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, to check the script")
+    ap.add_argument("--summarise", type=Path, default=None, metavar="JSON",
+                    help="only print the tables of an earlier (possibly interrupted) run's JSON")
     args = ap.parse_args()
+    if args.summarise:
+        saved = json.loads(args.summarise.read_text())
+        print(summarise(saved["rows"], saved["card"]))
+        return 0
     global BATCHES, POINTS, GENERATED, CPU_BATCH, DEVICE
     if args.smoke:
         BATCHES, POINTS, GENERATED, CPU_BATCH, DEVICE = (4, 16), (68,), 8, 4, "cpu"
@@ -238,6 +244,8 @@ def main():
     def record(**kw):
         rows.append(kw)
         print(json.dumps(kw), flush=True)
+        if args.out:  # kept current, so that a run stopped from outside still has its rows
+            save_json(args.out, card, rows)
 
     def run_ours(n, dt, B, variant=""):
         solver = "ours-" + DEVICE + variant
@@ -262,7 +270,7 @@ def main():
         second when the first was short; the faster is kept."""
         name = "reference-" + DEVICE
         for mode, make in (("forward+backward", backward_fn), ("forward", forward_fn)):
-            if deadline.left() < (60 if B * n >= 4096 * 1220 else 25) and not args.smoke:
+            if deadline.left() < (40 if B * n >= 4096 * 1220 else 25) and not args.smoke:
                 record(solver=name, B=B, N=n, dtype="float32", mode=mode, skipped="budget")
                 continue
             X, x, K, w = take(inputs(n), B, DEVICE, torch.float32)
@@ -328,10 +336,16 @@ def main():
     report = summarise(rows, card)
     print(report, flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_gpu.json").write_text(json.dumps({"card": card, "rows": rows}, indent=1))
+        save_json(args.out, card, rows)
         (args.out / "bench_gpu.md").write_text(report + "\n")
     return 0
+
+
+def save_json(folder, card, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "bench_gpu.json.tmp"
+    tmp.write_text(json.dumps({"card": card, "rows": rows}, indent=1))
+    tmp.replace(folder / "bench_gpu.json")
 
 
 def empty_cache():

@@ -68,22 +68,37 @@ def rel_err(a, b):
     return float(((a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-12)).max())
 
 
-def assert_agree(cuda, cpu, dtype, what):
+def assert_agree(cuda, cpu, dtype, what, max_iterations=100):
+    """Same statuses, and the same outputs and gradients where both converged.
+
+    One status difference is inherent, not a defect: a problem still creeping towards the
+    optimum when the iteration limit strikes (slow robust-loss problems) takes its LM
+    decisions on cost differences near rounding, which the devices' different summation
+    orders can flip, so CONVERGED and MAX_ITERATIONS may trade places there. That is allowed
+    only where the CPU used at least 80 % of the iterations; any other difference fails.
+    """
     R, t, cost, it, st, cov, gX, gx, gK, gw = cuda
     R0, t0, cost0, it0, st0, cov0, gX0, gx0, gK0, gw0 = cpu
-    assert torch.equal(st, st0), f"{what}: statuses differ: cuda {st.tolist()} cpu {st0.tolist()}"
     for v in cuda[:3] + cuda[5:]:
         assert torch.isfinite(v).all(), f"{what}: non-finite output"
-    ok = st0 == CONVERGED
+    flip = st != st0
+    at_limit = (it0 >= 0.8 * max_iterations) & (st <= 1) & (st0 <= 1)
+    bad = flip & ~at_limit
+    assert not bad.any(), (f"{what}: statuses differ at {bad.nonzero().flatten().tolist()}: "
+                           f"cuda {st[bad].tolist()} cpu {st0[bad].tolist()} (cpu iterations {it0[bad].tolist()})")
+    ok = (st0 == CONVERGED) & (st == CONVERGED)
     tol, gtol = TOL[dtype], GRAD_TOL[dtype]
     assert rel_err(R[ok], R0[ok]) < tol, (what, "R", rel_err(R[ok], R0[ok]))
     assert rel_err(t[ok], t0[ok]) < tol, (what, "t", rel_err(t[ok], t0[ok]))
-    assert rel_err(cost.unsqueeze(1), cost0.unsqueeze(1)) < tol, (what, "cost")
+    assert rel_err(cost[ok].unsqueeze(1), cost0[ok].unsqueeze(1)) < tol, (what, "cost")
+    # Elsewhere (iteration limit, degenerate) the cost is the last iterate's: close, not equal.
+    rest = ~ok & ~flip
+    assert rel_err(cost[rest].unsqueeze(1), cost0[rest].unsqueeze(1)) < 1e-3, (what, "cost (unconverged)")
     assert rel_err(cov[ok], cov0[ok]) < 100 * tol, (what, "covariance", rel_err(cov[ok], cov0[ok]))
     for name, a, b in (("points3d", gX, gX0), ("points2d", gx, gx0), ("K", gK, gK0), ("weights", gw, gw0)):
         assert rel_err(a[ok], b[ok]) < gtol, (what, f"grad {name}", rel_err(a[ok], b[ok]))
-        assert (a[~ok] == 0).all(), (what, f"grad {name} of unconverged problems must be zero")
-    return int((it != it0).sum())
+        assert (a[st != CONVERGED] == 0).all(), (what, f"grad {name} of unconverged problems must be zero")
+    return int(flip.sum())
 
 
 CASES = [  # (family, count, N, noise, loss, outlier fraction)
@@ -194,28 +209,6 @@ def test_opcheck_cuda(dtype):
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_backward.default, args)
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_torch_compile_fullgraph_cuda(backend):
-    X, x, K, w = (a.to(DEVICE) for a in family_batch("random", 4, 16, seed=4))
-    A = torch.tensor([[0.5, 0.0, -10.0], [0.0, 0.5, -20.0]], dtype=F64, device=DEVICE)
-
-    def f(X, x_crop, K, w, A):
-        x_img = pyfacepnp.warp_points(x_crop, pyfacepnp.invert_affine(A))
-        res = pyfacepnp.solve_pnp(X, x_img, K, w)
-        return res.R.sum() + res.t.square().sum() + res.cost.sum(), res.status
-
-    x_crop = pyfacepnp.warp_points(x, A)
-    eager_in = [a.clone().requires_grad_() for a in (X, x_crop, w)]
-    comp_in = [a.clone().requires_grad_() for a in (X, x_crop, w)]
-    le, se = f(eager_in[0], eager_in[1], K, eager_in[2], A)
-    lc, sc = torch.compile(f, fullgraph=True, backend=backend)(comp_in[0], comp_in[1], K, comp_in[2], A)
-    le.backward()
-    lc.backward()
-    assert torch.equal(se, sc) and torch.allclose(le, lc, rtol=1e-10)
-    for a, b in zip(eager_in, comp_in):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-10)
-
-
 def test_mixed_devices_are_a_clear_error():
     X, x, K, w = family_batch("random", 2, 10)
     with pytest.raises(ValueError, match="same device"):
@@ -293,3 +286,25 @@ def test_register_capped_forward_kernel_agrees(monkeypatch):
     monkeypatch.setenv("PYFACEPNP_CUDA_PNP_WARPS_PER_SM", "3")
     with pytest.raises(RuntimeError, match="must be 1 or 16"):
         pyfacepnp.solve_pnp(X, x, K, w)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph_cuda(backend):
+    X, x, K, w = (a.to(DEVICE) for a in family_batch("random", 4, 16, seed=4))
+    A = torch.tensor([[0.5, 0.0, -10.0], [0.0, 0.5, -20.0]], dtype=F64, device=DEVICE)
+
+    def f(X, x_crop, K, w, A):
+        x_img = pyfacepnp.warp_points(x_crop, pyfacepnp.invert_affine(A))
+        res = pyfacepnp.solve_pnp(X, x_img, K, w)
+        return res.R.sum() + res.t.square().sum() + res.cost.sum(), res.status
+
+    x_crop = pyfacepnp.warp_points(x, A)
+    eager_in = [a.clone().requires_grad_() for a in (X, x_crop, w)]
+    comp_in = [a.clone().requires_grad_() for a in (X, x_crop, w)]
+    le, se = f(eager_in[0], eager_in[1], K, eager_in[2], A)
+    lc, sc = torch.compile(f, fullgraph=True, backend=backend)(comp_in[0], comp_in[1], K, comp_in[2], A)
+    le.backward()
+    lc.backward()
+    assert torch.equal(se, sc) and torch.allclose(le, lc, rtol=1e-10)
+    for a, b in zip(eager_in, comp_in):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-10)
