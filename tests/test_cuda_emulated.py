@@ -1,0 +1,295 @@
+"""The CUDA kernels' own source, run on the CPU under a warp emulation, against the CPU op.
+
+The kernels (csrc/*/*_kernels.cu) include no torch headers, so a host compiler can build them
+once the few CUDA features they use are supplied: here a kernel launch runs each warp's 32
+lanes as fibers (ucontext) in lockstep rounds that end at every warp intrinsic. Each round is
+checked for convergence (all 32 lanes at the same intrinsic with the same mask and offset), so
+a driver change that lets lanes diverge before a shuffle fails here, on machines without a
+GPU. What this cannot see: device arithmetic (fused multiply-adds), memory, speed; the tests
+marked `cuda` cover those on a GPU.
+
+Needs g++ (C++17) and glibc's ucontext; skipped otherwise.
+"""
+
+import ctypes
+import math
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_cuda_pnp import assert_agree, family_batch, solve_with_grads
+
+ROOT = Path(__file__).resolve().parents[1]
+CXX = shutil.which("g++")
+pytestmark = pytest.mark.skipif(CXX is None or platform.system() != "Linux",
+                                reason="needs g++ and glibc's ucontext")
+
+# The CUDA runtime and device features the kernels use, emulated on the host.
+CUDA_RUNTIME_STUB = r"""
+#pragma once
+#include <ucontext.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+typedef int cudaError_t;
+typedef struct CUstream_st* cudaStream_t;
+constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidValue = 1;
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+struct uint3e { unsigned x = 0, y = 0, z = 0; };
+namespace emu {
+enum Op { kNone, kShflXor, kShfl, kAll, kDone };
+struct Lane { ucontext_t ctx; std::vector<char> stack; uint3e tid; Op op = kNone; unsigned mask = 0; int arg = 0; uint64_t in = 0, out = 0; };
+struct State { ucontext_t sched; Lane lanes[32]; int cur = 0; uint3e bid; dim3 grid, block; const std::function<void()>* body = nullptr; int error = 0; };
+inline State& st() { static State s; return s; }
+inline Lane& cur() { return st().lanes[st().cur]; }
+inline uint64_t sync_op(Op op, unsigned mask, int arg, uint64_t v) {
+  Lane& L = cur(); L.op = op; L.mask = mask; L.arg = arg; L.in = v;
+  swapcontext(&L.ctx, &st().sched);
+  return L.out;
+}
+inline void lane_entry() { (*st().body)(); cur().op = kDone; swapcontext(&cur().ctx, &st().sched); }
+// 0: ok; 1: lanes at different intrinsics; 2: different masks / offsets; 3: partial mask.
+inline int run_warp(unsigned warp) {
+  State& s = st();
+  for (int l = 0; l < 32; ++l) {
+    Lane& L = s.lanes[l];
+    L.stack.resize(1 << 20);
+    getcontext(&L.ctx);
+    L.ctx.uc_stack.ss_sp = L.stack.data(); L.ctx.uc_stack.ss_size = L.stack.size(); L.ctx.uc_link = nullptr;
+    makecontext(&L.ctx, lane_entry, 0);
+    L.tid.x = warp * 32 + l; L.op = kNone;
+  }
+  for (;;) {
+    for (int l = 0; l < 32; ++l) { s.cur = l; swapcontext(&s.sched, &s.lanes[l].ctx); }
+    const Lane& L0 = s.lanes[0];
+    for (int l = 1; l < 32; ++l) {
+      const Lane& L = s.lanes[l];
+      if (L.op != L0.op) return 1;
+      if (L.mask != L0.mask || (L.op == kShflXor && L.arg != L0.arg)) return 2;
+    }
+    if (L0.op == kDone) return 0;
+    if (L0.mask != 0xffffffffu) return 3;
+    bool all = true;
+    for (int l = 0; l < 32; ++l) all = all && s.lanes[l].in != 0;
+    for (int l = 0; l < 32; ++l) {
+      Lane& L = s.lanes[l];
+      if (L.op == kShflXor) L.out = s.lanes[l ^ L.arg].in;
+      else if (L.op == kShfl) L.out = s.lanes[L.arg & 31].in;
+      else L.out = all ? 1 : 0;
+    }
+  }
+}
+template <typename F>
+void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F f) {
+  const std::function<void()> body = f;
+  State& s = st();
+  s.grid = grid; s.block = block; s.body = &body;
+  if (block.x % 32 != 0 || grid.x == 0) { s.error = 4; return; }
+  for (unsigned b = 0; b < grid.x && !s.error; ++b) {
+    s.bid.x = b;
+    for (unsigned w = 0; w < block.x / 32 && !s.error; ++w) s.error = run_warp(w);
+  }
+}
+template <typename T> uint64_t bits(T v) { uint64_t b = 0; std::memcpy(&b, &v, sizeof(T)); return b; }
+template <typename T> T from_bits(uint64_t b) { T v; std::memcpy(&v, &b, sizeof(T)); return v; }
+}  // namespace emu
+#define threadIdx (emu::cur().tid)
+#define blockIdx (emu::st().bid)
+#define blockDim (emu::st().block)
+#define gridDim (emu::st().grid)
+template <typename T> T __shfl_xor_sync(unsigned m, T v, int o) { return emu::from_bits<T>(emu::sync_op(emu::kShflXor, m, o, emu::bits(v))); }
+template <typename T> T __shfl_sync(unsigned m, T v, int s) { return emu::from_bits<T>(emu::sync_op(emu::kShfl, m, s, emu::bits(v))); }
+inline int __all_sync(unsigned m, int p) { return int(emu::sync_op(emu::kAll, m, 0, p ? 1 : 0)); }
+"""
+
+# C entry points around the kernels' own launchers, one translation unit per .cu file; they
+# return the launcher's status, or 100 + the emulation's error code.
+ENTRY_PNP = r"""
+#include "cuda_runtime.h"
+#include "pnp_kernels.cu"
+using namespace pyfacepnp::gpu;
+template <typename T>
+int pnp(const T* X, const T* x, const T* w, const T* K, const T* iR, const T* it, int64_t B, int64_t N,
+        int32_t loss, double delta, int32_t max_it, double tol, int32_t min_warps, T* R, T* t, T* cost,
+        int32_t* iters, int32_t* status, T* cov, const T* gR, const T* gt, const T* gc, T* gX, T* gx,
+        T* gK, T* gw) {
+  emu::st().error = 0;
+  int e = launch_solve_pnp<T>(X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, 1e-10, min_warps, R, t,
+                              cost, iters, status, cov, nullptr);
+  if (e || emu::st().error) return e ? e : 100 + emu::st().error;
+  e = launch_solve_pnp_backward<T>(gR, gt, gc, X, x, w, K, R, t, status, cov, B, N, loss, delta, gX, gx, gK,
+                                   gw, nullptr);
+  return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
+}
+#define PNP_ARGS(T) const T* X, const T* x, const T* w, const T* K, const T* iR, const T* it, int64_t B, \
+  int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t, T* cost,   \
+  int32_t* iters, int32_t* status, T* cov, const T* gR, const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw
+#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, gR, gt, gc, gX, gx, gK, gw
+extern "C" int pnp_f64(PNP_ARGS(double)) { return pnp<double>(PNP_CALL); }
+extern "C" int pnp_f32(PNP_ARGS(float)) { return pnp<float>(PNP_CALL); }
+extern "C" void pnp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
+"""
+ENTRY_WARP = r"""
+#include "cuda_runtime.h"
+#include "warp_kernels.cu"
+using namespace pyfacepnp::gpu;
+template <typename T>
+int warp(const T* p, const T* A, const T* g, int64_t B, int64_t N, T* y, T* gp, T* gA) {
+  emu::st().error = 0;
+  int e = launch_warp_points<T>(p, A, B, N, y, nullptr);
+  if (e || emu::st().error) return e ? e : 100 + emu::st().error;
+  e = launch_warp_points_backward<T>(g, p, A, B, N, gp, gA, nullptr);
+  return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
+}
+extern "C" int warp_f64(const double* p, const double* A, const double* g, int64_t B, int64_t N, double* y, double* gp, double* gA) { return warp<double>(p, A, g, B, N, y, gp, gA); }
+extern "C" int warp_f32(const float* p, const float* A, const float* g, int64_t B, int64_t N, float* y, float* gp, float* gA) { return warp<float>(p, A, g, B, N, y, gp, gA); }
+extern "C" void warp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
+"""
+
+
+def emulated_source(path: Path) -> str:
+    """A .cu file with its launches `k<<<g, b, s, st>>>(args);` made emulation calls, and its
+    largest grid a variable (a small grid makes the grid-stride loops take turns)."""
+    src = path.read_text()
+    launch = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.S)
+    src, n = launch.subn(lambda m: f"emu::launch({m[2]}, [&] {{ {m[1]}({m[3]}); }});", src)
+    assert n >= 1, f"no kernel launch found in {path}"
+    src, k = re.subn(r"constexpr int64_t kMaxBlocks = ([^;]+);", r"int64_t kMaxBlocks = \1;", src)
+    assert k == 1, f"kMaxBlocks not found in {path}"
+    return src
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cuda_emulated")
+    (tmp / "cuda_runtime.h").write_text(CUDA_RUNTIME_STUB)
+    sources = []
+    for op, entry in (("pnp", ENTRY_PNP), ("warp", ENTRY_WARP)):
+        (tmp / f"{op}_kernels.cu").write_text(emulated_source(ROOT / f"csrc/{op}/{op}_kernels.cu"))
+        (tmp / f"entry_{op}.cpp").write_text(entry)
+        sources.append(str(tmp / f"entry_{op}.cpp"))
+    lib = tmp / "libemulated.so"
+    cmd = [CXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-w", f"-I{tmp}", f"-I{ROOT / 'csrc'}",
+           *sources, "-o", str(lib)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return ctypes.CDLL(str(lib))
+
+
+def set_max_blocks(lib, blocks):
+    lib.pnp_max_blocks(ctypes.c_int64(blocks))
+    lib.warp_max_blocks(ctypes.c_int64(blocks))
+
+
+def ptr(a):
+    return ctypes.c_void_p(a.data_ptr()) if a is not None else ctypes.c_void_p(None)
+
+
+def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, init=None,
+                   max_iterations=100, min_warps=1):
+    """Forward and backward of the emulated kernels, in solve_with_grads' output order."""
+    B, N = X.shape[:2]
+    c = lambda a: a.detach().to(dtype).contiguous()  # noqa: E731
+    X, x, K, w = map(c, (X, x, K, w))
+    iR, it = map(c, init) if init is not None else (None, None)
+    g = torch.Generator().manual_seed(seed)  # the upstream gradients of solve_with_grads
+    up = [torch.randn(B, 3, 3, generator=g, dtype=torch.float64), torch.randn(B, 3, generator=g, dtype=torch.float64),
+          torch.randn(B, generator=g, dtype=torch.float64)]
+    gR, gt, gc = map(c, up)
+    nan = lambda *s: torch.full(s, math.nan, dtype=dtype)  # noqa: E731  (poison: unwritten shows)
+    R, t, cost, cov = nan(B, 3, 3), nan(B, 3), nan(B), nan(B, 6, 6)
+    iters, status = torch.full((B,), -7, dtype=torch.int32), torch.full((B,), -7, dtype=torch.int32)
+    gX, gx, gK, gw = nan(B, N, 3), nan(B, N, 2), nan(B, 3, 3), nan(B, N, 2)
+    fn = lib.pnp_f64 if dtype == torch.float64 else lib.pnp_f32
+    rc = fn(ptr(X), ptr(x), ptr(w), ptr(K), ptr(iR), ptr(it), ctypes.c_int64(B), ctypes.c_int64(N),
+            ctypes.c_int32(1 if loss == "huber" else 0), ctypes.c_double(huber_delta),
+            ctypes.c_int32(max_iterations), ctypes.c_double(1e-10), ctypes.c_int32(min_warps),
+            ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(gR), ptr(gt), ptr(gc),
+            ptr(gX), ptr(gx), ptr(gK), ptr(gw))
+    assert rc == 0, {101: "lanes diverged", 102: "lanes disagree on mask or offset", 103: "partial mask"}.get(rc, rc)
+    return [R, t, cost, iters, status, cov, gX, gx, gK, gw]
+
+
+CASES = [  # (family, count, N, noise, loss, outliers)
+    ("face", 12, 68, 1.0, "l2", 0.0),
+    ("minimal", 16, 4, 1.0, "l2", 0.0),
+    ("planar", 12, 20, 1.0, "l2", 0.0),
+    ("random", 12, 40, 1.0, "huber", 0.3),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-N{c[2]}-{c[4]}")
+def test_emulated_kernels_match_cpu(emulated, case, dtype):
+    family, count, n, noise, loss, outliers = case
+    X, x, K, w = family_batch(family, count, n, noise=noise, seed=3, outliers=outliers)
+    emu = emulated_solve(emulated, X, x, K, w, dtype, loss=loss, huber_delta=2.0)
+    cpu = solve_with_grads(X, x, K, w, "cpu", dtype, loss=loss, huber_delta=2.0)
+    assert_agree(emu, cpu, dtype, f"emulated {family}")
+
+
+def test_emulated_bad_inputs_init_and_small_grid(emulated):
+    """Bad problems beside good ones, an init, and a grid smaller than the batch (each block
+    then takes several problems in turn), with the register-capped kernel."""
+    B, n = 10, 24
+    X, x, K, w = family_batch("random", B, n, seed=9)
+    X[0, 3, 1] = math.nan
+    X[1] = X[1, :1].expand(n, 3)
+    w[2] = 0.0
+    w[3, ::2] = 0.0
+    X[3, ::2] = math.nan
+    K[4, 2, 0] = 0.5
+    w[5, 0, 0] = -1.0
+    rng = np.random.default_rng(1)
+    init = (torch.tensor(np.stack([np.eye(3)] * B)), torch.tensor(rng.uniform(-1, 1, (B, 3)) + [0, 0, 8.0]))
+    set_max_blocks(emulated, 3)
+    try:
+        for dtype in (torch.float64, torch.float32):
+            for kw in ({}, {"init": tuple(a.to(dtype) for a in init)}):
+                emu = emulated_solve(emulated, X, x, K, w, dtype, min_warps=16, **kw)
+                cpu = solve_with_grads(X, x, K, w, "cpu", dtype, **kw)
+                assert_agree(emu, cpu, dtype, f"emulated bad inputs {kw.keys()}")
+                assert emu[4][[0, 2, 4, 5]].tolist() == [3, 3, 3, 3]
+    finally:
+        set_max_blocks(emulated, 2**31 - 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(3, 68), (40, 5), (5, 0), (0, 7)])
+def test_emulated_warp_points_match_cpu(emulated, shape, dtype):
+    B, N = shape
+    g = torch.Generator().manual_seed(B * 100 + N)
+    p = (torch.rand(B, N, 2, generator=g, dtype=torch.float64) * 800).to(dtype)
+    A = torch.randn(B, 2, 3, generator=g, dtype=torch.float64).to(dtype)
+    gy = torch.randn(B, N, 2, generator=g, dtype=torch.float64).to(dtype)
+    y0 = torch.ops.pyfacepnp.warp_points(p, A)
+    gp0, gA0 = torch.ops.pyfacepnp.warp_points_backward(gy, p, A)
+    rtol = 1e-14 if dtype == torch.float64 else 1e-6
+    for blocks in (2**31 - 1, 3):
+        set_max_blocks(emulated, blocks)
+        y, gp, gA = (torch.full(s, math.nan, dtype=dtype) for s in ((B, N, 2), (B, N, 2), (B, 2, 3)))
+        fn = emulated.warp_f64 if dtype == torch.float64 else emulated.warp_f32
+        rc = fn(ptr(p), ptr(A), ptr(gy), ctypes.c_int64(B), ctypes.c_int64(N), ptr(y), ptr(gp), ptr(gA))
+        set_max_blocks(emulated, 2**31 - 1)
+        assert rc == 0, rc
+        # The same per-point formula; the affine gradient sums the points in another order.
+        torch.testing.assert_close(y, y0, rtol=rtol, atol=rtol * 4000)
+        torch.testing.assert_close(gp, gp0, rtol=rtol, atol=rtol * 20)
+        torch.testing.assert_close(gA, gA0, rtol=rtol, atol=rtol * max(1.0, float(gA0.abs().max()) if gA0.numel() else 1.0))
