@@ -78,6 +78,7 @@ class TrainConfig:
     nll_weight: float = 1.0
     nll_beta: float = 0.5  # beta-NLL weighting of the landmark NLL (0: plain Gaussian NLL)
     edge_weight: float = 0.5
+    coeff_weight: float = 1.0  # MSE on the face model coefficients (synthetic data only)
     # stage 2 loss weights (camera-space terms in mm, as in the WCPA score) + stage-1 terms kept
     camera_weight: float = 1.0
     gt_shape_pose_weight: float = 1.0

@@ -20,6 +20,15 @@ def run_cli(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli_main(capsys, *args):
+    """The command line in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from pyfacepnp.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def test_info_prints_versions_and_build_info():
     proc = run_cli("info")
     assert proc.returncode == 0, proc.stderr
@@ -58,23 +67,24 @@ def test_quick_demo_writes_report_and_prints_table_last(quick_demo):
     assert cfg["name"] == "demo-quick" and cfg["data"]["crop_size"] == 64
 
 
-def test_eval_command_on_a_trained_bundle(quick_demo, tmp_path):
+def test_eval_command_on_a_trained_bundle(quick_demo, tmp_path, capsys):
     run_dir, _ = quick_demo
-    proc = run_cli("eval", "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path),
-                   "--cv2-method", "iterative")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1].startswith("| (c) end-to-end net")
+    code, out, err = cli_main(capsys, "eval", "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path),
+                              "--cv2-method", "iterative")
+    assert code == 0, err[-3000:]
+    assert out.strip().splitlines()[-1].startswith("| (c) end-to-end net")
     assert (tmp_path / "report.md").is_file()
 
 
-def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path):
+def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path, capsys):
     run_dir, _ = quick_demo
     # a non-square frame of another size: predict pads and resizes it
     img = (np.random.default_rng(0).random((150, 120, 3)) * 255).astype(np.uint8)
     path = str(tmp_path / "face.jpg")
     cv2.imwrite(path, img)
-    proc = run_cli("predict", path, "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path / "pred"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, out, err = cli_main(capsys, "predict", path, "--checkpoint", str(run_dir / "model.pt"),
+                              "--out", str(tmp_path / "pred"))
+    assert code == 0, err[-3000:]
     npz = np.load(tmp_path / "pred" / "face.npz")
     assert npz["R"].shape == (3, 3) and npz["t"].shape == (3,) and npz["vertices"].shape[1] == 3
     np.testing.assert_allclose(npz["R"] @ npz["R"].T, np.eye(3), atol=1e-4)
@@ -84,29 +94,30 @@ def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path):
     assert overlay.shape == img.shape
 
 
-def test_cli_errors_name_the_problem(quick_demo, tmp_path):
+def test_cli_errors_name_the_problem(quick_demo, tmp_path, capsys):
     run_dir, _ = quick_demo
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")
-    proc = run_cli("predict", str(bad), "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path))
-    assert proc.returncode == 2 and "cannot read image file" in proc.stderr and "not_an_image.png" in proc.stderr
-    proc = run_cli("eval", "--checkpoint", str(tmp_path / "missing.pt"))
-    assert proc.returncode == 2 and "missing.pt" in proc.stderr and "does not exist" in proc.stderr
-    proc = run_cli("eval", "--checkpoint", str(run_dir / "checkpoints" / "stage1.pt"))
-    assert proc.returncode == 2 and "not a model bundle" in proc.stderr
-    proc = run_cli("train", "--train.batch_size", "abc")
-    assert proc.returncode == 2 and "'train.batch_size' expects int" in proc.stderr
+    code, _, err = cli_main(capsys, "predict", str(bad), "--checkpoint", str(run_dir / "model.pt"),
+                            "--out", str(tmp_path))
+    assert code == 2 and "cannot read image file" in err and "not_an_image.png" in err
+    code, _, err = cli_main(capsys, "eval", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert code == 2 and "missing.pt" in err and "does not exist" in err
+    code, _, err = cli_main(capsys, "eval", "--checkpoint", str(run_dir / "checkpoints" / "stage1.pt"))
+    assert code == 2 and "not a model bundle" in err
+    code, _, err = cli_main(capsys, "train", "--train.batch_size", "abc")
+    assert code == 2 and "'train.batch_size' expects int" in err
 
 
-def test_eval_on_a_wcpa_format_folder(quick_demo, tmp_path):
+def test_eval_on_a_wcpa_format_folder(quick_demo, tmp_path, capsys):
     from pyfacepnp.data.synthetic import SyntheticFaceDataset
     from pyfacepnp.data.wcpa import export_synthetic
 
     run_dir, _ = quick_demo
     ds = SyntheticFaceDataset("test", num_samples=3, seed=7, image_size=800, crop_size=64)
     lst = export_synthetic(tmp_path / "wcpa", ds)
-    proc = run_cli("eval", "--checkpoint", str(run_dir / "model.pt"), "--wcpa-root", str(tmp_path / "wcpa"),
-                   "--wcpa-list", str(lst), "--out", str(tmp_path / "report"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = cli_main(capsys, "eval", "--checkpoint", str(run_dir / "model.pt"), "--wcpa-root",
+                            str(tmp_path / "wcpa"), "--wcpa-list", str(lst), "--out", str(tmp_path / "report"))
+    assert code == 0, err[-3000:]
     ev = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert ev["n"] == 3 and all(np.isfinite(ev["methods"][m]["wcpa"]) for m in ("baseline", "a", "b", "c"))

@@ -7,7 +7,8 @@ training and inference crops come from one code path:
 ``crop`` uint8 ``(3, c, c)`` (frame warped by ``crop_affine``), ``small`` uint8
 ``(3, d, d)`` (frame downscaled for the detector), optionally ``image`` uint8
 ``(3, S, S)``, and float32 ``crop_affine (2, 3)``, ``K (3, 3)``, ``landmarks68 (68, 2)``,
-``vertices (N, 3)``, ``R (3, 3)``, ``t (3,)``.
+``vertices (N, 3)``, ``R (3, 3)``, ``t (3,)`` (+ ``id_coeffs``, ``exp_coeffs`` when the
+data set has them).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
 from pyfacepnp.train.distributed import DistInfo, barrier
 
 FLOAT_KEYS = ("crop_affine", "K", "landmarks68", "vertices", "R", "t")
+OPTIONAL_KEYS = ("id_coeffs", "exp_coeffs")  # synthetic data only (the coefficient loss)
 SPLITS = ("train", "val", "test")
 
 
@@ -39,7 +41,11 @@ def prepare_batch(batch: dict, crop_size: int, detector_size: int, keep_image: b
     image = batch["image"]
     if image.dtype == torch.uint8:
         image = image.float() / 255.0
-    out = {k: batch[k].float() for k in FLOAT_KEYS}
+    missing = [k for k in FLOAT_KEYS + ("image",) if k not in batch]
+    if missing:
+        raise ValueError(f"samples lack {missing}: training and evaluation need ground truth "
+                         "(for WCPA folders, the info/*.npz files)")
+    out = {k: batch[k].float() for k in FLOAT_KEYS + OPTIONAL_KEYS if k in batch}
     out["crop"] = to_uint8(warp_image(image.float(), out["crop_affine"], crop_size))
     out["small"] = to_uint8(resize_image(image.float(), detector_size))
     if keep_image:
@@ -115,7 +121,7 @@ def cache_key(cfg: DataConfig, split: str, keep_image: bool) -> dict:
     return {"code": _data_code_digest(), "split": split,
             "n": {"train": cfg.train_samples, "val": cfg.val_samples, "test": cfg.test_samples}[split],
             "seed": cfg.seed, "image": cfg.image_size, "crop": cfg.crop_size,
-            "det": cfg.detector_size, "keep": keep_image, "v": 1}
+            "det": cfg.detector_size, "keep": keep_image, "v": 2}
 
 
 def cache_path(cfg: DataConfig, split: str, keep_image: bool) -> str:

@@ -137,6 +137,11 @@ def run_stage(stage: Stage, cfg: RunConfig, source, info: DistInfo, resume: bool
             save(step + 1, False)
     bar.close()
     logger.close()
+    if info.distributed:
+        # DDP syncs buffers at the start of each forward, so the last step's batch-norm
+        # statistics are still per rank: take rank 0's, the ones its checkpoint holds.
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, 0)
     reached = end if end > start else start
     save(reached, reached >= stage.steps)
     return {"stage": stage.name, "steps": reached, "start": start, "seconds": t_total,

@@ -114,6 +114,11 @@ def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) 
     l_nll = L.gaussian_nll(pred["landmarks"], pred["log_var"], target, beta=tc.nll_beta)
     l_edge = L.edge_length_l1(pred["vertices"], batch["vertices"], edges)
     per_sample = tc.vertex_weight * l_vert + tc.nll_weight * l_nll + tc.edge_weight * l_edge
+    if tc.coeff_weight > 0 and "id_coeffs" in batch:
+        # Coefficients are ~unit scale, so each component gets a well-conditioned gradient;
+        # the vertex L1 alone favours the few components with large displacements.
+        gt_coeffs = torch.cat([batch["id_coeffs"], batch["exp_coeffs"]], -1)
+        per_sample = per_sample + tc.coeff_weight * ((pred["coeffs"] - gt_coeffs) ** 2).mean(-1)
     with torch.no_grad():
         lm_px = (pred["landmarks"] - target).norm(dim=-1).mean()
         sigma = torch.exp(0.5 * pred["log_var"]).median()
