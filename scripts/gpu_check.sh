@@ -282,3 +282,6 @@ for i in "${!STEP_NAMES[@]}"; do
 done
 echo
 cat "$SUMMARY"
+# Exit status: 0 only when every step passed.
+for r in "${STEP_RESULTS[@]}"; do [[ "$r" == OK ]] || exit 1; done
+exit 0
