@@ -87,6 +87,10 @@ struct CpuAccumulator {
   }
 };
 
+// Problems per thread chunk: about 4096 point-evaluations, so that small problems are not
+// spread over threads whose start-up costs more than the work.
+int64_t grain_size(int64_t N) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)); }
+
 pfp::Robust<double> make_robust(c10::string_view loss, double huber_delta) {
   pfp::Robust<double> rob;
   rob.kind = loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
@@ -140,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     int32_t* io = iterations.data_ptr<int32_t>();
     int32_t* so = status.data_ptr<int32_t>();
     scalar_t* vo = cov.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         CpuAccumulator<scalar_t> acc{X + b * N * 3, x + b * N * 2, w + b * N * 2, Kp + 9 * b, N,
                                      prm.rob};
@@ -195,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cp
     scalar_t* gxo = gx.data_ptr<scalar_t>();
     scalar_t* gKo = gK.data_ptr<scalar_t>();
     scalar_t* gwo = gw.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         if (st.data_ptr<int32_t>()[b] != pfp::kConverged) continue;  // zero gradients
         Pose<double> P;
