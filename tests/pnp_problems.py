@@ -19,9 +19,10 @@ def random_rotation(rng: np.random.Generator, max_angle: float = math.pi) -> np.
     return np.eye(3) + math.sin(angle) * Kx + (1 - math.cos(angle)) * Kx @ Kx
 
 
-def intrinsics(rng: np.random.Generator) -> np.ndarray:
+def intrinsics(rng: np.random.Generator, skew: bool = False) -> np.ndarray:
+    """Random intrinsics; OpenCV's projection ignores skew, so comparisons with it use none."""
     f = rng.uniform(500, 900)
-    return np.array([[f, rng.uniform(-1, 1), rng.uniform(300, 340)],
+    return np.array([[f, rng.uniform(-1, 1) if skew else 0.0, rng.uniform(300, 340)],
                      [0, f * rng.uniform(0.95, 1.05), rng.uniform(220, 260)],
                      [0, 0, 1.0]])
 
@@ -42,9 +43,9 @@ def project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.nd
 
 
 def make_problem(family: str, rng: np.random.Generator, n: int | None = None,
-                 noise: float = 1.0) -> Problem:
+                 noise: float = 1.0, skew: bool = False) -> Problem:
     """One problem of a family; all points in front of the camera, inside a 640x480 view."""
-    K = intrinsics(rng)
+    K = intrinsics(rng, skew)
     if family == "random":
         n = n or int(rng.integers(7, 60))
         X = rng.uniform(-1, 1, size=(n, 3))

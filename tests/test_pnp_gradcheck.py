@@ -14,7 +14,7 @@ LAST_ROW = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
 
 def random_inputs(seed, n, b=2, family="random", noise=3.0):
     rng = np.random.default_rng(seed)
-    probs = [make_problem(family, rng, n=n, noise=noise) for _ in range(b)]
+    probs = [make_problem(family, rng, n=n, noise=noise, skew=True) for _ in range(b)]
     X = torch.tensor(np.stack([p.X for p in probs]))
     x = torch.tensor(np.stack([p.x for p in probs]))
     Ktop = torch.tensor(np.stack([p.K[:2] for p in probs]))
