@@ -103,9 +103,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         weights.data_ptr<scalar_t>(), K.data_ptr<scalar_t>(),
         has_init ? init_R.data_ptr<scalar_t>() : nullptr,
         has_init ? init_t.data_ptr<scalar_t>() : nullptr, B, N, loss_kind(loss), huber_delta,
-        int32_t(max_iterations), tolerance, kPdTol, forward_min_warps_per_sm(), R.data_ptr<scalar_t>(),
-        t.data_ptr<scalar_t>(), cost.data_ptr<scalar_t>(), iterations.data_ptr<int32_t>(),
-        status.data_ptr<int32_t>(), cov.data_ptr<scalar_t>(), stream));
+        int32_t(max_iterations), tolerance, kPdTol, forward_min_warps_per_sm(),
+        R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), cost.data_ptr<scalar_t>(),
+        iterations.data_ptr<int32_t>(), status.data_ptr<int32_t>(), cov.data_ptr<scalar_t>(),
+        stream));
   });
   return {R, t, cost, iterations, status, cov};
 }

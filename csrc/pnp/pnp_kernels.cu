@@ -5,8 +5,8 @@
 // lane, lane + 32, ..., and a butterfly of shuffles adds the 32 partial sums. A butterfly
 // leaves the bitwise-identical total in every lane, so every lane takes the same branches
 // and warp-wide shuffles stay converged. The 24 object-space starts run one per lane.
-// All math is in double, as on the CPU (float32 inputs are converted on load), so the two
-// devices run the same arithmetic and give the same statuses.
+// All math is in double, as on the CPU (float32 inputs are converted on load): the devices
+// differ only by summation order and fused multiply-adds.
 //
 // Kernels only: no torch headers, so that nvcc compiles this file on machines whose torch has
 // no CUDA (see design §4). The torch glue is pnp_cuda.cpp.
@@ -29,8 +29,8 @@ using pfp::Pose;
 
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-// Forward: one warp per block, so a problem that iterates long holds no other problem's
-// resources (blocks release registers only when all their warps finish).
+// Forward: one warp per block, so that a problem that iterates long never keeps a block of
+// finished problems resident: the SM takes a new problem as soon as one ends.
 constexpr int kForwardWarpsPerBlock = 1;
 // Resident problems per SM the forward kernel is compiled for: 1 lets the compiler use up to
 // 255 registers per thread (8 problems per SM fit), 16 caps it at 128 registers (16 fit) at
@@ -110,7 +110,8 @@ struct WarpAccumulator {
     for (int k = 0; k < 3; ++k) mean[k] = warp_sum(s[k]) / ws;
   }
 
-  __device__ __noinline__ void omega(const double* mean, const double* Kinv, OmegaAccum<double>& acc) const {
+  __device__ __noinline__ void omega(const double* mean, const double* Kinv,
+                                     OmegaAccum<double>& acc) const {
     acc.zero();
     for (int64_t i = lane; i < N; i += kWarp) {
       const auto o = load(i);
@@ -134,7 +135,8 @@ struct WarpAccumulator {
 
   // The totals are reduced even when a point is behind the camera, so that every lane
   // leaves with the same `acc` whatever the answer.
-  __device__ __noinline__ bool normal_eq(const Pose<double>& P, bool exact, NormalEq<double>& acc) const {
+  __device__ __noinline__ bool normal_eq(const Pose<double>& P, bool exact,
+                                         NormalEq<double>& acc) const {
     acc.zero();
     bool in_front = true;
     // The hot loop of the solver: the next point's loads are issued before this one's math.
@@ -235,7 +237,8 @@ __device__ void solve_one(const ForwardArgs<scalar_t>& a, int64_t b, int lane) {
 }
 
 template <typename scalar_t, int kMinWarpsPerSM>
-__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, kMinWarpsPerSM / kForwardWarpsPerBlock)
+__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock,
+                                  kMinWarpsPerSM / kForwardWarpsPerBlock)
     solve_pnp_kernel(const ForwardArgs<scalar_t> a) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
@@ -380,7 +383,8 @@ cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_
   a.iterations = iterations;
   a.status = status;
   a.cov = cov;
-  const dim3 grid(unsigned(blocks_for(B, kForwardWarpsPerBlock))), block(kWarp * kForwardWarpsPerBlock);
+  const dim3 grid(unsigned(blocks_for(B, kForwardWarpsPerBlock)));
+  const dim3 block(kWarp * kForwardWarpsPerBlock);
   if (min_warps_per_sm == kForwardMinWarpsTight)
     solve_pnp_kernel<scalar_t, kForwardMinWarpsTight><<<grid, block, 0, stream>>>(a);
   else
