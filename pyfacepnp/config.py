@@ -49,6 +49,8 @@ class ModelConfig:
     widths: tuple = (16, 32, 64, 128)
     depths: tuple = (1, 1, 1, 1)
     stem_width: int = 16
+    strides: tuple = (2, 2, 2, 2)  # per stage; a last stride of 1 keeps a finer map for the heads
+    pool_grid: int = 4  # the heads read a pool_grid x pool_grid pooled map
     head_hidden: int = 256
     sigma: str = "per_axis"  # "per_axis": (N, 2) log-variances, "per_point": (N,)
     detector_widths: tuple = (16, 32, 48, 64)

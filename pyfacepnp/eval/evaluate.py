@@ -103,7 +103,7 @@ def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterati
     cfg = bundle["config"]
     det, net1, net2 = bundle["detector"], bundle["stage1"], bundle["stage2"]
     c, margin = cfg.data.crop_size, cfg.data.crop_margin
-    template = torch.as_tensor(np.asarray(face_model.template), dtype=torch.float32)
+    template = torch.tensor(np.array(face_model.template), dtype=torch.float32)
     base_R, base_t = bundle["baseline"]["R"].float().cpu(), bundle["baseline"]["t"].float().cpu()
     res = EvalResult()
     store: dict = {}

@@ -104,8 +104,9 @@ class FaceNet(nn.Module):
         face_model: object with ``template (N,3)``, ``id_basis (K_id,N,3)``,
             ``exp_basis (K_exp,N,3)`` arrays (``pyfacepnp.data.face_model.FaceModel``).
         crop_size: input crop side in pixels.
-        widths, depths, stem_width: backbone stages (see :class:`ResNetBackbone`).
+        widths, depths, stem_width, strides: backbone stages (see :class:`ResNetBackbone`).
         head_hidden: hidden width of both heads.
+        pool_grid: side of the pooled feature grid the heads read.
         sigma: ``"per_axis"`` or ``"per_point"`` log-variances.
 
     Returns (forward):
@@ -125,12 +126,13 @@ class FaceNet(nn.Module):
 
     def __init__(self, face_model, crop_size: int, widths: Sequence[int] = (16, 32, 64, 128),
                  depths: Sequence[int] = (1, 1, 1, 1), stem_width: int = 16,
-                 head_hidden: int = 256, sigma: str = "per_axis") -> None:
+                 head_hidden: int = 256, sigma: str = "per_axis", strides: Sequence[int] | None = None,
+                 pool_grid: int = 4) -> None:
         super().__init__()
         self.crop_size = crop_size
-        self.backbone = ResNetBackbone(widths, depths, stem_width)
-        self.pool_mesh = SpatialPool(self.backbone.out_channels)
-        self.pool_lm = SpatialPool(self.backbone.out_channels)
+        self.backbone = ResNetBackbone(widths, depths, stem_width, strides=strides)
+        self.pool_mesh = SpatialPool(self.backbone.out_channels, grid=pool_grid)
+        self.pool_lm = SpatialPool(self.backbone.out_channels, grid=pool_grid)
         n = int(np.asarray(face_model.template).shape[0])
         self.mesh_head = MeshHead(self.pool_mesh.out_features, head_hidden, face_model.template,
                                   face_model.id_basis, face_model.exp_basis)

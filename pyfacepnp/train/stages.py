@@ -37,7 +37,7 @@ def build_models(cfg: RunConfig, face_model) -> tuple[LandmarkDetector, FaceNet]
     det = LandmarkDetector(cfg.data.detector_size, m.detector_widths, m.detector_depths,
                            m.detector_widths[0])
     net = FaceNet(face_model, cfg.data.crop_size, m.widths, m.depths, m.stem_width,
-                  m.head_hidden, m.sigma)
+                  m.head_hidden, m.sigma, m.strides, m.pool_grid)
     return det, net
 
 
