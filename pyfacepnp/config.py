@@ -49,8 +49,8 @@ class ModelConfig:
     widths: tuple = (16, 32, 64, 128)
     depths: tuple = (1, 1, 1, 1)
     stem_width: int = 16
-    strides: tuple = (2, 2, 2, 2)  # per stage; a last stride of 1 keeps a finer map for the heads
-    pool_grid: int = 4  # the heads read a pool_grid x pool_grid pooled map
+    strides: tuple = (2, 2, 2, 1)  # per stage; a last stride of 1 keeps a finer map for the heads
+    pool_grid: int = 8  # the heads read a pool_grid x pool_grid pooled map
     head_hidden: int = 256
     sigma: str = "per_axis"  # "per_axis": (N, 2) log-variances, "per_point": (N,)
     detector_widths: tuple = (16, 32, 48, 64)
@@ -143,6 +143,7 @@ PRESETS: dict[str, dict] = {
                  "image_size": 800, "crop_size": 256, "detector_size": 192,
                  "render_workers": 8},
         "model": {"widths": (64, 128, 256, 512), "depths": (2, 2, 2, 2), "stem_width": 64,
+                  "strides": (2, 2, 2, 2), "pool_grid": 8,
                   "head_hidden": 512, "detector_widths": (32, 64, 128, 256)},
         "train": {"batch_size": 128, "detector_steps": 3000, "stage1_steps": 20000,
                   "stage2_steps": 5000, "checkpoint_every": 1000, "log_every": 50},
@@ -150,7 +151,7 @@ PRESETS: dict[str, dict] = {
     "quick": {
         "data": {"train_samples": 96, "val_samples": 16, "test_samples": 24,
                  "image_size": 192, "crop_size": 64, "detector_size": 64},
-        "model": {"widths": (8, 16, 32, 32), "stem_width": 8, "head_hidden": 64,
+        "model": {"widths": (8, 16, 32, 32), "stem_width": 8, "head_hidden": 64, "pool_grid": 4,
                   "detector_widths": (8, 16, 16, 32)},
         "train": {"batch_size": 16, "detector_steps": 20, "stage1_steps": 40,
                   "stage2_steps": 10, "warmup_steps": 5, "checkpoint_every": 20,
