@@ -122,6 +122,15 @@ BUILT=0
 if [[ $PREREQ_OK == 1 ]]; then
   [[ -n "$NVCC" ]] && export CUDACXX=${CUDACXX:-$NVCC}
   export PYFACEPNP_CUDA=ON CUDAFLAGS="${CUDAFLAGS:-} -Xptxas=-v" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+  # The extension must be compiled against the libstdc++ that is loaded at run time. A
+  # compiler whose runtime is not that one (on the lent GPU machines CXX points to a wrapper
+  # in /opt/gcc) builds a module that segfaults as soon as an op raises an error (seen:
+  # formatting the TORCH_CHECK message crashed). Use the system g++ when the configured one
+  # does not know its own libstdc++.
+  if [[ -x /usr/bin/g++ ]] && [[ "$(${CXX:-g++} -print-file-name=libstdc++.so 2>/dev/null)" != /* ]]; then
+    echo "compiler: ${CXX:-g++} does not report its libstdc++; building with /usr/bin/g++" >>"$BUILD_LOG"
+    export CXX=/usr/bin/g++ CC=/usr/bin/gcc CUDAHOSTCXX=/usr/bin/g++
+  fi
   export CMAKE_POLICY_VERSION_MINIMUM=3.5  # CMake 4 and older CMake files of dependencies
   # pip wheel builds into build/<wheel tag>/ (pyproject.toml) without installing anything;
   # the extension is then placed beside the sources so the checkout imports it (as `make build`).
