@@ -5,7 +5,18 @@
 
 #include <optional>
 
+#include "common/pnp_point.h"
+
 namespace pyfacepnp {
+
+// Pivot floor of the unit-diagonal-scaled Hessian below which a problem is DEGENERATE (the
+// kernels compute in float64 on both devices, so one value serves both).
+constexpr double kPdTol = 1e-10;
+
+// The schema's loss string as the kernels' LossKind (the string was validated before).
+inline int32_t loss_kind(c10::string_view loss) {
+  return loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
+}
 
 inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                              const at::Tensor& w, const std::optional<at::Tensor>& init_R,

@@ -92,10 +92,7 @@ struct CpuAccumulator {
 int64_t grain_size(int64_t N) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)); }
 
 pfp::Robust<double> make_robust(c10::string_view loss, double huber_delta) {
-  pfp::Robust<double> rob;
-  rob.kind = loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
-  rob.delta = huber_delta;
-  return rob;
+  return pfp::Robust<double>{pyfacepnp::loss_kind(loss), huber_delta};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_cpu(
@@ -129,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   prm.rob = make_robust(loss, huber_delta);
   prm.max_iterations = int32_t(max_iterations);
   prm.tolerance = tolerance;
-  prm.pd_tol = 1e-10;
+  prm.pd_tol = pyfacepnp::kPdTol;
 
   AT_DISPATCH_FLOATING_TYPES(points3d.scalar_type(), "solve_pnp_cpu", [&] {
     const scalar_t* X = points3d.data_ptr<scalar_t>();

@@ -38,8 +38,8 @@ cudaError_t launch_solve_pnp_backward(const scalar_t* gR, const scalar_t* gt, co
 
 namespace {
 
-// Pivot floor of the unit-diagonal-scaled Hessian, as in the CPU kernel (pnp_cpu.cpp).
-constexpr double kPdTol = 1e-10;
+using pyfacepnp::kPdTol;
+using pyfacepnp::loss_kind;
 
 // The forward kernel's register budget (see pnp_kernels.cu): PYFACEPNP_CUDA_PNP_WARPS_PER_SM
 // = 16 selects the variant capped at 128 registers per thread, for benchmarking it against
@@ -51,10 +51,6 @@ int32_t forward_min_warps_per_sm() {
   TORCH_CHECK(s == "1" || s == "16", "PYFACEPNP_CUDA_PNP_WARPS_PER_SM must be 1 or 16, got '", s,
               "'");
   return int32_t(std::stoi(s));
-}
-
-int32_t loss_kind(c10::string_view loss) {
-  return loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
 }
 
 void check_cuda(const at::Tensor& t, const char* op, const char* name) {
