@@ -100,7 +100,12 @@ def solve_pnp(
             ``None`` for all ones.
         init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose; skips the global
             initialisation (used anyway for problems whose init puts points behind the camera).
-        loss: ``"l2"`` or ``"huber"`` (Huber on the weighted residual norm).
+        loss: ``"l2"`` or ``"huber"`` (Huber on the weighted residual norm). Huber bounds
+            the pull of outliers on the refinement, but the global initialisation is least
+            squares: with many gross outliers (e.g. 20 % of points anywhere in the image) it
+            can start outside the inliers' basin or find no pose in front of the camera
+            (``DEGENERATE``); pass ``init`` from a robust estimator such as
+            ``cv2.solvePnPRansac`` there.
         huber_delta: Huber threshold, in units of the weighted residual norm (pixels for unit
             weights).
         max_iterations: Levenberg-Marquardt iteration limit per problem.
