@@ -51,6 +51,7 @@ demo: build
 bench: build
 	$(PIP) install -q kornia || echo "kornia unavailable: its rows are skipped"
 	$(PY) benchmarks/bench_pnp.py
+	$(PY) benchmarks/bench_grad.py
 
 info: build
 	$(PY) -m pyfacepnp info
