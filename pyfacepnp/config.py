@@ -30,7 +30,7 @@ class DataConfig:
     train_list: str = ""
     val_list: str = ""
     test_list: str = ""
-    train_samples: int = 2000
+    train_samples: int = 4000
     val_samples: int = 100
     test_samples: int = 200
     image_size: int = 400
@@ -62,9 +62,9 @@ class TrainConfig:
     """Optimisation of the three stages: detector, branches (stage 1), end to end (stage 2)."""
 
     batch_size: int = 32
-    detector_steps: int = 400
-    stage1_steps: int = 1200
-    stage2_steps: int = 300
+    detector_steps: int = 600
+    stage1_steps: int = 2400
+    stage2_steps: int = 400
     lr: float = 2e-3
     detector_lr: float = 2e-3
     stage2_lr: float = 3e-4

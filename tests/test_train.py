@@ -27,7 +27,7 @@ def tiny_config(tmp_path, name="run", **train):
     over = {"data.train_samples": 24, "data.test_samples": 8, "data.val_samples": 8,
             "data.image_size": 96, "data.crop_size": 32, "data.detector_size": 32,
             "data.cache_dir": str(tmp_path / "cache"), "data.render_workers": 0,
-            "model.widths": "8,8", "model.depths": "1,1", "model.stem_width": 8,
+            "model.widths": "8,8", "model.depths": "1,1", "model.strides": "2,2", "model.stem_width": 8,
             "model.head_hidden": 16, "model.detector_widths": "8,8", "model.detector_depths": "1,1",
             "train.batch_size": 8, "train.detector_steps": 4, "train.stage1_steps": 6,
             "train.stage2_steps": 4, "train.warmup_steps": 2, "train.checkpoint_every": 2,
