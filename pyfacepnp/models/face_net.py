@@ -145,6 +145,9 @@ class FaceNet(nn.Module):
         feat = self.backbone(normalize_image(crop))
         coeffs, vertices = self.mesh_head(self.pool_mesh(feat))
         landmarks, log_var = self.landmark_head(self.pool_lm(feat))
+        # the decoding is geometry: keep it in float32 under autocast
+        with torch.autocast(device_type=crop.device.type, enabled=False):
+            vertices = self.mesh_head.decode(coeffs)
         return {"coeffs": coeffs, "vertices": vertices, "landmarks": landmarks, "log_var": log_var}
 
 

@@ -54,7 +54,14 @@ def photometric(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     gain = 1.0 + 0.25 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
     bias = 0.08 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
     cast = 1.0 + 0.08 * (2 * torch.rand(b, 3, 1, 1, generator=gen) - 1)
-    return (x * gain * cast + bias).clamp(0, 1).to(images.device)
+    gain, bias, cast = (v.to(x.device) for v in (gain, bias, cast))
+    return (x * gain * cast + bias).clamp(0, 1)
+
+
+def full_precision(device: torch.device):
+    """Leave autocast for the geometry (projections, PnP, losses): only the CNNs run in
+    reduced precision; a bfloat16 projection would be off by pixels."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def geometric_jitter(batch: dict, gen: torch.Generator, rotate: float = 0.12, scale: float = 0.08,
@@ -97,10 +104,11 @@ def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator, heatmap_w
     error in frame pixels."""
     small = photometric(batch["small"], gen)
     pixels, logits = model(small, return_logits=True)
-    pred = pixels_to_normalized(pixels, small.shape[-1])  # it answers in input pixels
-    size = batch["frame_size"].reshape(-1, 1, 1)
-    target = pixels_to_normalized(batch["landmarks68"], size)
-    loss = (pred - target).abs().mean() + heatmap_weight * heatmap_cross_entropy(logits, target)
+    with full_precision(small.device):
+        pred = pixels_to_normalized(pixels.float(), small.shape[-1])  # it answers in input pixels
+        size = batch["frame_size"].reshape(-1, 1, 1)
+        target = pixels_to_normalized(batch["landmarks68"], size)
+        loss = (pred - target).abs().mean() + heatmap_weight * heatmap_cross_entropy(logits.float(), target)
     with torch.no_grad():
         px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
     return loss, {"lm68_px": float(px)}
@@ -131,7 +139,8 @@ def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor):
     def loss_fn(model, batch, gen):
         batch = geometric_jitter(batch, gen)
         pred = model(photometric(batch["crop"], gen))
-        per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        with full_precision(batch["crop"].device):
+            per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
         return per_sample.mean(), metrics
 
     return loss_fn
@@ -143,6 +152,10 @@ def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
     def loss_fn(model, batch, gen):
         batch = geometric_jitter(batch, gen)
         pred = model(photometric(batch["crop"], gen))
+        with full_precision(batch["crop"].device):
+            return _stage2_terms(pred, batch)
+
+    def _stage2_terms(pred, batch):
         pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
                           batch["K"], max_iterations=tc.pnp_max_iterations)
         ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
