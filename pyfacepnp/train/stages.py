@@ -73,6 +73,11 @@ def geometric_jitter(batch: dict, gen: torch.Generator, rotate: float = 0.12, sc
     target derived from it (landmark pixels, PnP) stays exact. It multiplies the effective
     training set and covers the misalignment of detector crops.
     """
+    with full_precision(batch["crop"].device):
+        return _geometric_jitter(batch, gen, rotate, scale, shift)
+
+
+def _geometric_jitter(batch, gen, rotate, scale, shift):
     crop = batch["crop"]
     b, c = crop.shape[0], crop.shape[-1]
     u = lambda: 2 * torch.rand(b, generator=gen) - 1  # noqa: E731
