@@ -4,23 +4,12 @@
 #include <torch/torch.h>
 
 #include "common/warp_math.h"
+#include "warp/warp_checks.h"
 
 namespace {
 
-void check_inputs(const at::Tensor& points, const at::Tensor& affine) {
-  TORCH_CHECK(points.dim() == 3 && points.size(2) == 2,
-              "warp_points: points must have shape (B, N, 2), got ", points.sizes());
-  TORCH_CHECK(affine.dim() == 3 && affine.size(1) == 2 && affine.size(2) == 3 &&
-                  affine.size(0) == points.size(0),
-              "warp_points: affine must have shape (B, 2, 3) with B = ", points.size(0), ", got ",
-              affine.sizes());
-  TORCH_CHECK(points.scalar_type() == affine.scalar_type(),
-              "warp_points: points and affine must share a dtype, got ", points.scalar_type(),
-              " and ", affine.scalar_type());
-}
-
 at::Tensor warp_points_cpu(const at::Tensor& points_in, const at::Tensor& affine_in) {
-  check_inputs(points_in, affine_in);
+  pyfacepnp::check_warp_inputs("warp_points", points_in, affine_in);
   const auto points = points_in.contiguous();
   const auto affine = affine_in.contiguous();
   auto out = at::empty_like(points);
@@ -40,7 +29,7 @@ at::Tensor warp_points_cpu(const at::Tensor& points_in, const at::Tensor& affine
 std::tuple<at::Tensor, at::Tensor> warp_points_backward_cpu(const at::Tensor& grad_in,
                                                             const at::Tensor& points_in,
                                                             const at::Tensor& affine_in) {
-  check_inputs(points_in, affine_in);
+  pyfacepnp::check_warp_inputs("warp_points_backward", points_in, affine_in);
   const auto points = points_in.contiguous();
   const auto affine = affine_in.contiguous();
   const auto grad = grad_in.to(points.scalar_type()).contiguous();

@@ -8,6 +8,8 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include "warp/warp_checks.h"
+
 namespace pyfacepnp {
 namespace gpu {
 // Defined in warp_kernels.cu, instantiated for float and double.
@@ -25,20 +27,10 @@ cudaError_t launch_warp_points_backward(const scalar_t* grad, const scalar_t* po
 namespace {
 
 void check_inputs(const char* op, const at::Tensor& points, const at::Tensor& affine) {
-  TORCH_CHECK(points.dim() == 3 && points.size(2) == 2, op,
-              ": points must have shape (B, N, 2), got ", points.sizes());
-  TORCH_CHECK(affine.dim() == 3 && affine.size(1) == 2 && affine.size(2) == 3 &&
-                  affine.size(0) == points.size(0),
-              op, ": affine must have shape (B, 2, 3) with B = ", points.size(0), ", got ",
-              affine.sizes());
-  TORCH_CHECK(points.scalar_type() == at::kFloat || points.scalar_type() == at::kDouble, op,
-              ": points must be float32 or float64, got ", points.scalar_type());
-  TORCH_CHECK(points.scalar_type() == affine.scalar_type(), op,
-              ": points and affine must share a dtype, got ", points.scalar_type(), " and ",
-              affine.scalar_type());
   TORCH_CHECK(points.is_cuda() && affine.device() == points.device(), op,
               ": points and affine must be on the same CUDA device, got ", points.device(),
               " and ", affine.device());
+  pyfacepnp::check_warp_inputs(op, points, affine);
 }
 
 at::Tensor warp_points_cuda(const at::Tensor& points_in, const at::Tensor& affine_in) {
