@@ -8,13 +8,15 @@ TORCH_LIBRARY(pyfacepnp, m) {
   m.def(
       "solve_pnp(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, Tensor? init_R, "
       "Tensor? init_t, str loss, float huber_delta, int max_iterations, float tolerance) -> "
-      "(Tensor R, Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance)");
-  // Implicit-function backward of solve_pnp at its solution (R, t); covariance is the
-  // inverse exact Hessian returned by the forward.
+      "(Tensor R, Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance, "
+      "Tensor state)");
+  // Implicit-function backward of solve_pnp at its solution. `state` (B,48) float64 is the
+  // forward's solution R, t and inverse exact Hessian in double, whatever the input dtype, so
+  // float32 inputs get the gradient of the float64 solution.
   m.def(
       "solve_pnp_backward(Tensor grad_R, Tensor grad_t, Tensor grad_cost, Tensor points3d, "
-      "Tensor points2d, Tensor K, Tensor weights, Tensor R, Tensor t, Tensor status, "
-      "Tensor covariance, str loss, float huber_delta) -> "
+      "Tensor points2d, Tensor K, Tensor weights, Tensor state, Tensor status, "
+      "str loss, float huber_delta) -> "
       "(Tensor grad_points3d, Tensor grad_points2d, Tensor grad_K, Tensor grad_weights)");
   // Affine warp of 2D points: points (B,N,2), affine (B,2,3) -> (B,N,2).
   m.def("warp_points(Tensor points, Tensor affine) -> Tensor");

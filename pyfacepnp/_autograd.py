@@ -9,22 +9,23 @@ from pyfacepnp._ext import ops
 
 def _solve_pnp_setup(ctx, inputs, output):
     points3d, points2d, K, weights, _init_R, _init_t, loss, huber_delta, _it, _tol = inputs
-    R, t, _cost, iterations, status, cov = output
-    ctx.save_for_backward(points3d, points2d, K, weights, R, t, status, cov)
+    _R, _t, _cost, iterations, status, cov, state = output
+    ctx.save_for_backward(points3d, points2d, K, weights, state, status)
     ctx.loss = loss
     ctx.huber_delta = huber_delta
     # The covariance is a by-product (third derivatives would be needed to differentiate it).
-    ctx.mark_non_differentiable(iterations, status, cov)
+    ctx.mark_non_differentiable(iterations, status, cov, state)
 
 
-def _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, _g_iter, _g_status, _g_cov):
-    points3d, points2d, K, weights, R, t, status, cov = ctx.saved_tensors
-    grad_R = torch.zeros_like(R) if grad_R is None else grad_R
-    grad_t = torch.zeros_like(t) if grad_t is None else grad_t
-    grad_cost = R.new_zeros(R.shape[:1]) if grad_cost is None else grad_cost
+def _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, _g_iter, _g_status, _g_cov, _g_state):
+    points3d, points2d, K, weights, state, status = ctx.saved_tensors
+    B = state.shape[0]
+    grad_R = points3d.new_zeros((B, 3, 3)) if grad_R is None else grad_R
+    grad_t = points3d.new_zeros((B, 3)) if grad_t is None else grad_t
+    grad_cost = points3d.new_zeros((B,)) if grad_cost is None else grad_cost
     gX, gx, gK, gw = ops.solve_pnp_backward(
         grad_R.contiguous(), grad_t.contiguous(), grad_cost.contiguous(), points3d, points2d, K,
-        weights, R, t, status, cov, ctx.loss, ctx.huber_delta,
+        weights, state, status, ctx.loss, ctx.huber_delta,
     )
     return gX, gx, gK, gw, None, None, None, None, None, None
 

@@ -7,6 +7,8 @@ import torch
 
 from pyfacepnp._ext import ops  # noqa: F401  (the library must be loaded first)
 
+_STATE_SIZE = 48  # float64 R (9), t (3), covariance (36) per problem: csrc/common/pnp_args.h
+
 
 @torch.library.register_fake("pyfacepnp::solve_pnp")
 def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_delta,
@@ -19,12 +21,13 @@ def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_
         points3d.new_empty((B,), dtype=torch.int32),
         points3d.new_empty((B,), dtype=torch.int32),
         points3d.new_empty((B, 6, 6)),
+        points3d.new_empty((B, _STATE_SIZE), dtype=torch.float64),
     )
 
 
 @torch.library.register_fake("pyfacepnp::solve_pnp_backward")
-def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, R, t,
-                             status, covariance, loss, huber_delta):
+def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, state,
+                             status, loss, huber_delta):
     return (
         torch.empty_like(points3d),
         torch.empty_like(points2d),

@@ -126,22 +126,27 @@ ENTRY_PNP = r"""
 #include "pnp_kernels.cu"
 using namespace pyfacepnp::gpu;
 template <typename T>
-int pnp(const T* X, const T* x, const T* w, const T* K, const T* iR, const T* it, int64_t B, int64_t N,
-        int32_t loss, double delta, int32_t max_it, double tol, int32_t min_warps, T* R, T* t, T* cost,
-        int32_t* iters, int32_t* status, T* cov, const T* gR, const T* gt, const T* gc, T* gX, T* gx,
-        T* gK, T* gw) {
+int pnp(const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it,
+        int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t min_warps,
+        T* R, T* t, T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR,
+        const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw) {
   emu::st().error = 0;
-  int e = launch_solve_pnp<T>(X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, 1e-10, min_warps, R, t,
-                              cost, iters, status, cov, nullptr);
+  pfp::PnPForwardArgs<T> f{X, x, w, K, iR, it, B, N, {}, R, t, cost, iters, status, cov, state};
+  f.prm.rob = pfp::Robust<double>{loss, delta};
+  f.prm.max_iterations = max_it;
+  f.prm.tolerance = tol;
+  f.prm.pd_tol = 1e-10;
+  int e = launch_solve_pnp<T>(f, min_warps, nullptr);
   if (e || emu::st().error) return e ? e : 100 + emu::st().error;
-  e = launch_solve_pnp_backward<T>(gR, gt, gc, X, x, w, K, R, t, status, cov, B, N, loss, delta, gX, gx, gK,
-                                   gw, nullptr);
+  pfp::PnPBackwardArgs<T> g{gR, gt, gc, X, x, w, K, state, status, B, N, f.prm.rob, gX, gx, gK, gw};
+  e = launch_solve_pnp_backward<T>(g, nullptr);
   return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
 }
-#define PNP_ARGS(T) const T* X, const T* x, const T* w, const T* K, const T* iR, const T* it, int64_t B, \
-  int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t, T* cost,   \
-  int32_t* iters, int32_t* status, T* cov, const T* gR, const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw
-#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, gR, gt, gc, gX, gx, gK, gw
+#define PNP_ARGS(T) const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it, \
+  int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t,     \
+  T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR, const T* gt, const T* gc,   \
+  T* gX, T* gx, T* gK, T* gw
+#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, state, gR, gt, gc, gX, gx, gK, gw
 extern "C" int pnp_f64(PNP_ARGS(double)) { return pnp<double>(PNP_CALL); }
 extern "C" int pnp_f32(PNP_ARGS(float)) { return pnp<float>(PNP_CALL); }
 extern "C" void pnp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
@@ -207,21 +212,24 @@ def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, i
     """Forward and backward of the emulated kernels, in solve_with_grads' output order."""
     B, N = X.shape[:2]
     c = lambda a: a.detach().to(dtype).contiguous()  # noqa: E731
-    X, x, K, w = map(c, (X, x, K, w))
-    iR, it = map(c, init) if init is not None else (None, None)
+    c64 = lambda a: a.detach().to(torch.float64).contiguous()  # noqa: E731  (as the glue does)
+    X, x, w = map(c, (X, x, w))
+    K = c64(c(K))
+    iR, it = map(lambda a: c64(c(a)), init) if init is not None else (None, None)
     g = torch.Generator().manual_seed(seed)  # the upstream gradients of solve_with_grads
     up = [torch.randn(B, 3, 3, generator=g, dtype=torch.float64), torch.randn(B, 3, generator=g, dtype=torch.float64),
           torch.randn(B, generator=g, dtype=torch.float64)]
     gR, gt, gc = map(c, up)
     nan = lambda *s: torch.full(s, math.nan, dtype=dtype)  # noqa: E731  (poison: unwritten shows)
     R, t, cost, cov = nan(B, 3, 3), nan(B, 3), nan(B), nan(B, 6, 6)
+    state = torch.full((B, 48), math.nan, dtype=torch.float64)
     iters, status = torch.full((B,), -7, dtype=torch.int32), torch.full((B,), -7, dtype=torch.int32)
     gX, gx, gK, gw = nan(B, N, 3), nan(B, N, 2), nan(B, 3, 3), nan(B, N, 2)
     fn = lib.pnp_f64 if dtype == torch.float64 else lib.pnp_f32
     rc = fn(ptr(X), ptr(x), ptr(w), ptr(K), ptr(iR), ptr(it), ctypes.c_int64(B), ctypes.c_int64(N),
             ctypes.c_int32(1 if loss == "huber" else 0), ctypes.c_double(huber_delta),
             ctypes.c_int32(max_iterations), ctypes.c_double(1e-10), ctypes.c_int32(min_warps),
-            ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(gR), ptr(gt), ptr(gc),
+            ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(state), ptr(gR), ptr(gt), ptr(gc),
             ptr(gX), ptr(gx), ptr(gK), ptr(gw))
     assert rc == 0, {101: "lanes diverged", 102: "lanes disagree on mask or offset", 103: "partial mask"}.get(rc, rc)
     return [R, t, cost, iters, status, cov, gX, gx, gK, gw]

@@ -207,9 +207,10 @@ def test_opcheck_cuda(dtype):
     t0 = torch.tensor([0, 0, 6.0], dtype=dtype, device=DEVICE).expand(3, 3).contiguous()
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp.default,
                           (X, x, K, w, R0, t0, "huber", 2.0, 50, 1e-10))
-    res = pyfacepnp.solve_pnp(X.detach(), x.detach(), K, w.detach())
-    args = (torch.randn_like(res.R), torch.randn_like(res.t), torch.randn_like(res.cost), X.detach(),
-            x.detach(), K, w.detach(), res.R, res.t, res.status, res.covariance, "l2", 1.0)
+    R, t, cost, _it, status, _cov, state = torch.ops.pyfacepnp.solve_pnp(
+        X.detach(), x.detach(), K, w.detach(), None, None, "l2", 1.0, 100, 1e-10)
+    args = (torch.randn_like(R), torch.randn_like(t), torch.randn_like(cost), X.detach(),
+            x.detach(), K, w.detach(), state, status, "l2", 1.0)
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_backward.default, args)
 
 
@@ -223,12 +224,12 @@ def test_mixed_devices_are_a_clear_error():
     with pytest.raises(RuntimeError, match="share dtype and device"):
         torch.ops.pyfacepnp.solve_pnp(X.to(DEVICE), x.to(DEVICE), K, w.to(DEVICE), None, None,
                                       "l2", 1.0, 100, 1e-10)
-    res = pyfacepnp.solve_pnp(X.to(DEVICE), x.to(DEVICE), K.to(DEVICE), w.to(DEVICE))
+    R, t, cost, _it, status, _cov, state = torch.ops.pyfacepnp.solve_pnp(
+        X.to(DEVICE), x.to(DEVICE), K.to(DEVICE), w.to(DEVICE), None, None, "l2", 1.0, 100, 1e-10)
     with pytest.raises(RuntimeError, match="must be on"):
         torch.ops.pyfacepnp.solve_pnp_backward(
-            torch.zeros_like(res.R), torch.zeros_like(res.t), torch.zeros_like(res.cost).cpu(),
-            X.to(DEVICE), x.to(DEVICE), K.to(DEVICE), w.to(DEVICE), res.R, res.t, res.status,
-            res.covariance, "l2", 1.0)
+            torch.zeros_like(R), torch.zeros_like(t), torch.zeros_like(cost).cpu(),
+            X.to(DEVICE), x.to(DEVICE), K.to(DEVICE), w.to(DEVICE), state, status, "l2", 1.0)
 
 
 def test_empty_batch_and_broadcast_and_noncontiguous():

@@ -33,10 +33,10 @@ def test_opcheck_solve_pnp(dtype):
 
 def test_opcheck_backward_and_warp():
     X, x, K, w = inputs()
-    res = pyfacepnp.solve_pnp(X, x, K, w)
-    g = torch.randn_like(res.R)
-    args = (g, torch.randn_like(res.t), torch.randn_like(res.cost), X, x, K, w, res.R, res.t,
-            res.status, res.covariance, "l2", 1.0)
+    R, t, cost, _it, status, _cov, state = torch.ops.pyfacepnp.solve_pnp(
+        X, x, K, w, None, None, "l2", 1.0, 100, 1e-10)
+    args = (torch.randn_like(R), torch.randn_like(t), torch.randn_like(cost), X, x, K, w, state,
+            status, "l2", 1.0)
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_backward.default, args)
     pts = torch.randn(4, 7, 2, dtype=F64, requires_grad=True)
     A = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)

@@ -43,7 +43,7 @@ struct Robust {
   }
 };
 
-// A point's observation, converted to the compute type.
+// A point's observation, converted to the compute type (see load_point).
 template <typename T>
 struct PointObs {
   T X[3];
@@ -58,6 +58,20 @@ struct PointObs {
     return ok && is_finite(x[0]) && is_finite(x[1]);
   }
 };
+
+// Point i of a problem's (N,3), (N,2), (N,2) arrays. A coordinate of zero weight is removed
+// exactly: its observed value is replaced by 0 so that whatever it holds (NaN, 1e300) never
+// meets the arithmetic of the weighted residual.
+template <typename T, typename S>
+PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i) {
+  PointObs<T> o;
+  for (int k = 0; k < 3; ++k) o.X[k] = T(X[3 * i + k]);
+  for (int k = 0; k < 2; ++k) {
+    o.w[k] = T(w[2 * i + k]);
+    o.x[k] = o.w[k] == T(0) ? T(0) : T(x[2 * i + k]);
+  }
+  return o;
+}
 
 // Quantities of one point at one pose, reused by the gradient, Hessian and backward.
 template <typename T>
@@ -187,12 +201,17 @@ PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const T*
     const T beta = -d1 * wr;
     gx[a] = -alpha;
     gw[a] = -(d2 * S1 * e.r[a] * e.r[a] + d1 * e.r[a] * Jv[a]) + gc * T(0.5) * d1 * e.r[a] * e.r[a];
-    for (int k = 0; k < 3; ++k)
-      gK[3 * a + k] = alpha * e.Xc[k] * iz + beta * (d[k] - d[2] * e.Xc[k] * iz) * iz;
+    // Xc iz (normalised coordinates) and d iz are formed first: d ~ |t|^2 and Xc ~ |t|, so
+    // d[2] * Xc[k] would overflow for scenes scaled by ~1e105 although the gradient is finite.
+    const T dz = d[2] * iz;
+    for (int k = 0; k < 3; ++k) {
+      const T uk = e.Xc[k] * iz;
+      gK[3 * a + k] = alpha * uk + beta * (d[k] * iz - dz * uk);
+    }
     T va[3];
     cross3(v, e.a[a], va);
     for (int k = 0; k < 3; ++k)
-      cam[k] += alpha * e.a[a][k] + beta * (-(d[2] * iz) * e.a[a][k] - va[k]);
+      cam[k] += alpha * e.a[a][k] + beta * (-dz * e.a[a][k] - va[k]);
     cam[2] += beta * (-Jv[a] * iz);
   }
   matTvec3(R, cam, gX);

@@ -193,23 +193,34 @@ PFP_HD bool k_is_valid(const T* K) {
   return tabs(d) > T(1e-12) * sc * sc;
 }
 
-// A user init: finite and close to a rotation; projected onto SO(3).
+// max |R^T R - I|, entrywise.
+template <typename T>
+PFP_HD T orthonormality_error(const T* R) {
+  T err = T(0);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      T s = T(0);
+      for (int k = 0; k < 3; ++k) s += R[3 * k + i] * R[3 * k + j];
+      err = tmax(err, tabs(s - (i == j ? T(1) : T(0))));
+    }
+  return err;
+}
+
+// How far a user's init rotation may be from SO(3) (|R^T R - I| entrywise): float32
+// rounding and accumulated products pass, a scaled or sheared matrix does not.
+constexpr double kInitRotationTol = 1e-3;
+
+// A user init: finite and a rotation up to kInitRotationTol, then projected onto SO(3).
 template <typename T>
 PFP_HD bool prepare_init(Pose<T>& P) {
   for (int i = 0; i < 9; ++i)
     if (!is_finite(P.R[i])) return false;
   for (int i = 0; i < 3; ++i)
     if (!is_finite(P.t[i])) return false;
-  if (!(det3(P.R) > T(0.5))) return false;
+  if (!(det3(P.R) > T(0)) || !(orthonormality_error(P.R) <= T(kInitRotationTol))) return false;
+  // From within 1e-3 the polar iteration converges quadratically: 4 steps reach rounding.
   if (!orthonormalize3(P.R, 4)) return false;
-  T RtR_err = T(0);
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) {
-      T s = T(0);
-      for (int k = 0; k < 3; ++k) s += P.R[3 * k + i] * P.R[3 * k + j];
-      RtR_err = tmax(RtR_err, tabs(s - (i == j ? T(1) : T(0))));
-    }
-  return RtR_err < T(1e-6);
+  return orthonormality_error(P.R) < T(1e-12);
 }
 
 constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
@@ -364,10 +375,11 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
   res.pose = best;
   res.cost = ex.cost;
   const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
-  if (!definite)
-    for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
   // Not converged takes precedence: away from a minimum the Hessian says nothing.
   res.status = !best_conv ? kMaxIterations : (definite && !behind ? kConverged : kDegenerate);
+  // Only a converged problem has a covariance (and gradients).
+  if (res.status != kConverged)
+    for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
 }
 
 // dL/dtheta from upstream gradients of R (3x3) and t: with dR = [dw]x R,

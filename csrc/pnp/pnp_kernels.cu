@@ -9,13 +9,14 @@
 // differ only by summation order and fused multiply-adds.
 //
 // Kernels only: no torch headers, so that nvcc compiles this file on machines whose torch has
-// no CUDA (see design §4). The torch glue is pnp_cuda.cpp.
+// no CUDA (docs/building.md). The torch glue is pnp_cuda.cpp.
 #include <cuda_runtime.h>
 
 #include <climits>
 #include <cstdint>
 
-#include "common/pnp_solver.h"
+#include "common/pnp_batch.h"
+#include "pnp/pnp_launch.h"
 
 namespace pyfacepnp {
 namespace gpu {
@@ -70,16 +71,14 @@ struct WarpAccumulator {
   double start_R[9];  // this lane's object-space start, after descend_starts()
   double start_f;
 
-  __device__ PointObs<double> load(int64_t i) const {
-    PointObs<double> o;
-#pragma unroll
-    for (int k = 0; k < 3; ++k) o.X[k] = double(X[3 * i + k]);
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      o.x[k] = double(x[2 * i + k]);
-      o.w[k] = double(w[2 * i + k]);
-    }
-    return o;
+  __device__ PointObs<double> load(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
+
+  template <typename F>
+  __device__ void for_each_point(F&& f) const {
+    for (int64_t i = lane; i < N; i += kWarp) f(i);
+  }
+  __device__ void reduce(double* v, int n) const {
+    for (int k = 0; k < n; ++k) v[k] = warp_sum(v[k]);
   }
 
   __device__ bool check(int& n_active) const {
@@ -184,158 +183,54 @@ struct WarpAccumulator {
 };
 
 template <typename scalar_t>
-struct ForwardArgs {
-  const scalar_t* X;
-  const scalar_t* x;
-  const scalar_t* w;
-  const scalar_t* K;
-  const scalar_t* init_R;  // null: no init
-  const scalar_t* init_t;
-  int64_t B, N;
-  pfp::SolverParams<double> prm;
-  scalar_t* R;
-  scalar_t* t;
-  scalar_t* cost;
-  int32_t* iterations;
-  int32_t* status;
-  scalar_t* cov;
-};
-
-template <typename scalar_t>
-__device__ void solve_one(const ForwardArgs<scalar_t>& a, int64_t b, int lane) {
-  const int64_t N = a.N;
-  double K[9];
-#pragma unroll
-  for (int i = 0; i < 9; ++i) K[i] = double(a.K[9 * b + i]);
+__device__ WarpAccumulator<scalar_t> warp_accumulator(const scalar_t* X, const scalar_t* x,
+                                                      const scalar_t* w, int64_t b, int64_t N,
+                                                      const double* K, int lane,
+                                                      const pfp::Robust<double>& rob) {
   WarpAccumulator<scalar_t> acc;
-  acc.X = a.X + 3 * b * N;
-  acc.x = a.x + 2 * b * N;
-  acc.w = a.w + 2 * b * N;
+  acc.X = X + 3 * b * N;
+  acc.x = x + 2 * b * N;
+  acc.w = w + 2 * b * N;
   acc.K = K;
   acc.N = N;
   acc.lane = lane;
-  acc.rob = a.prm.rob;
-  Pose<double> init;
-  const bool has_init = a.init_R != nullptr;
-  if (has_init) {
+  acc.rob = rob;
+  return acc;
+}
+
+template <typename scalar_t>
+__device__ void solve_one(const pfp::PnPForwardArgs<scalar_t>& a, int64_t b, int lane) {
+  double K[9];  // a per-thread copy: read in every point evaluation
 #pragma unroll
-    for (int i = 0; i < 9; ++i) init.R[i] = double(a.init_R[9 * b + i]);
-#pragma unroll
-    for (int i = 0; i < 3; ++i) init.t[i] = double(a.init_t[3 * b + i]);
-  }
-  pfp::ProblemResult<double> res;
-  pfp::solve_problem(acc, K, has_init ? &init : nullptr, a.prm, res);
+  for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
+  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
   // Every lane holds the same result: the lanes share the writes.
-  if (lane < 9) a.R[9 * b + lane] = scalar_t(res.pose.R[lane]);
-  if (lane < 3) a.t[3 * b + lane] = scalar_t(res.pose.t[lane]);
-  if (lane == 0) {
-    a.cost[b] = scalar_t(res.cost);
-    a.iterations[b] = res.iterations;
-    a.status[b] = res.status;
-  }
-  for (int i = lane; i < 36; i += kWarp) a.cov[36 * b + i] = scalar_t(res.cov[i]);
+  pfp::forward_problem(acc, a, b, K, lane, kWarp);
 }
 
 template <typename scalar_t, int kMinWarpsPerSM>
 __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock,
                                   kMinWarpsPerSM / kForwardWarpsPerBlock)
-    solve_pnp_kernel(const ForwardArgs<scalar_t> a) {
+    solve_pnp_kernel(const pfp::PnPForwardArgs<scalar_t> a) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
   for (int64_t b = first; b < a.B; b += stride) solve_one(a, b, lane);
 }
 
+// Writes every gradient entry of problem b (zeros unless it converged, as on the CPU).
 template <typename scalar_t>
-struct BackwardArgs {
-  const scalar_t* gR;
-  const scalar_t* gt;
-  const scalar_t* gc;
-  const scalar_t* X;
-  const scalar_t* x;
-  const scalar_t* w;
-  const scalar_t* K;
-  const scalar_t* R;
-  const scalar_t* t;
-  const int32_t* status;
-  const scalar_t* cov;
-  int64_t B, N;
-  pfp::Robust<double> rob;
-  scalar_t* gX;
-  scalar_t* gx;
-  scalar_t* gK;
-  scalar_t* gw;
-};
-
-// Writes every gradient entry of problem b: zero unless the problem converged (as the CPU).
-template <typename scalar_t>
-__device__ void backward_one(const BackwardArgs<scalar_t>& a, int64_t b, int lane) {
-  const int64_t N = a.N;
-  const int64_t p0 = b * N;
-  const bool converged = a.status[b] == pfp::kConverged;
-  Pose<double> P;
-  double K[9], v[6] = {0, 0, 0, 0, 0, 0}, gcost = 0.0;
-  if (converged) {
+__device__ void backward_one(const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b, int lane) {
+  double K[9];
 #pragma unroll
-    for (int i = 0; i < 9; ++i) {
-      P.R[i] = double(a.R[9 * b + i]);
-      K[i] = double(a.K[9 * b + i]);
-    }
-#pragma unroll
-    for (int i = 0; i < 3; ++i) P.t[i] = double(a.t[3 * b + i]);
-    double gR[9], gt[3], gtheta[6];
-#pragma unroll
-    for (int i = 0; i < 9; ++i) gR[i] = double(a.gR[9 * b + i]);
-#pragma unroll
-    for (int i = 0; i < 3; ++i) gt[i] = double(a.gt[3 * b + i]);
-    pfp::pose_cotangent(P.R, gR, gt, gtheta);
-#pragma unroll
-    for (int i = 0; i < 6; ++i) {
-      double s = 0.0;
-#pragma unroll
-      for (int j = 0; j < 6; ++j) s += double(a.cov[36 * b + 6 * i + j]) * gtheta[j];
-      v[i] = s;
-    }
-    gcost = double(a.gc[b]);
-  }
-  double gK[6] = {0, 0, 0, 0, 0, 0};
-  for (int64_t n = lane; n < N; n += kWarp) {
-    const int64_t i = p0 + n;
-    double pX[3] = {0, 0, 0}, px[2] = {0, 0}, pw[2] = {0, 0};
-    if (converged) {
-      PointObs<double> o;
-#pragma unroll
-      for (int k = 0; k < 3; ++k) o.X[k] = double(a.X[3 * i + k]);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        o.x[k] = double(a.x[2 * i + k]);
-        o.w[k] = double(a.w[2 * i + k]);
-      }
-      PointEval<double> e;
-      // Zero-weight padding may hold non-finite values or lie behind the camera.
-      if (o.valid() && pfp::eval_point(P, K, o, e)) {
-        double pK[6];
-        pfp::point_backward(e, o, P.R, a.rob, v, gcost, pX, px, pK, pw);
-#pragma unroll
-        for (int k = 0; k < 6; ++k) gK[k] += pK[k];
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = scalar_t(pX[k]);
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      a.gx[2 * i + k] = scalar_t(px[k]);
-      a.gw[2 * i + k] = scalar_t(pw[k]);
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < 6; ++k) gK[k] = warp_sum(gK[k]);
-  if (lane < 9) a.gK[9 * b + lane] = scalar_t(lane < 6 ? gK[lane] : 0.0);  // K's last row is fixed
+  for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
+  const auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.rob);
+  pfp::backward_problem(acc, a, b, K, lane, kWarp);
 }
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kWarp* kBackwardWarpsPerBlock, kBackwardMinBlocksPerSM)
-    solve_pnp_backward_kernel(const BackwardArgs<scalar_t> a) {
+    solve_pnp_backward_kernel(const pfp::PnPBackwardArgs<scalar_t> a) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
@@ -349,41 +244,14 @@ int64_t blocks_for(int64_t problems, int warps_per_block) {
 
 }  // namespace
 
-// Host launchers (declared in pnp_cuda.cpp). They enqueue on `stream` and return the launch
-// status; B == 0 launches nothing. `min_warps_per_sm` picks the forward kernel's register
-// budget (kForwardMinWarpsDefault or kForwardMinWarpsTight, see above).
+// Host launchers (declared in pnp_launch.h).
 template <typename scalar_t>
-cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_t* w,
-                             const scalar_t* K, const scalar_t* init_R, const scalar_t* init_t,
-                             int64_t B, int64_t N, int32_t loss, double huber_delta,
-                             int32_t max_iterations, double tolerance, double pd_tol,
-                             int32_t min_warps_per_sm, scalar_t* R, scalar_t* t, scalar_t* cost,
-                             int32_t* iterations, int32_t* status, scalar_t* cov,
+cudaError_t launch_solve_pnp(const pfp::PnPForwardArgs<scalar_t>& a, int32_t min_warps_per_sm,
                              cudaStream_t stream) {
   if (min_warps_per_sm != kForwardMinWarpsDefault && min_warps_per_sm != kForwardMinWarpsTight)
     return cudaErrorInvalidValue;
-  if (B <= 0) return cudaSuccess;
-  ForwardArgs<scalar_t> a;
-  a.X = X;
-  a.x = x;
-  a.w = w;
-  a.K = K;
-  a.init_R = init_R;
-  a.init_t = init_t;
-  a.B = B;
-  a.N = N;
-  a.prm.rob.kind = loss;
-  a.prm.rob.delta = huber_delta;
-  a.prm.max_iterations = max_iterations;
-  a.prm.tolerance = tolerance;
-  a.prm.pd_tol = pd_tol;
-  a.R = R;
-  a.t = t;
-  a.cost = cost;
-  a.iterations = iterations;
-  a.status = status;
-  a.cov = cov;
-  const dim3 grid(unsigned(blocks_for(B, kForwardWarpsPerBlock)));
+  if (a.B <= 0) return cudaSuccess;
+  const dim3 grid(unsigned(blocks_for(a.B, kForwardWarpsPerBlock)));
   const dim3 block(kWarp * kForwardWarpsPerBlock);
   if (min_warps_per_sm == kForwardMinWarpsTight)
     solve_pnp_kernel<scalar_t, kForwardMinWarpsTight><<<grid, block, 0, stream>>>(a);
@@ -393,53 +261,19 @@ cudaError_t launch_solve_pnp(const scalar_t* X, const scalar_t* x, const scalar_
 }
 
 template <typename scalar_t>
-cudaError_t launch_solve_pnp_backward(const scalar_t* gR, const scalar_t* gt, const scalar_t* gc,
-                                      const scalar_t* X, const scalar_t* x, const scalar_t* w,
-                                      const scalar_t* K, const scalar_t* R, const scalar_t* t,
-                                      const int32_t* status, const scalar_t* cov, int64_t B,
-                                      int64_t N, int32_t loss, double huber_delta, scalar_t* gX,
-                                      scalar_t* gx, scalar_t* gK, scalar_t* gw,
+cudaError_t launch_solve_pnp_backward(const pfp::PnPBackwardArgs<scalar_t>& a,
                                       cudaStream_t stream) {
-  if (B <= 0) return cudaSuccess;
-  BackwardArgs<scalar_t> a;
-  a.gR = gR;
-  a.gt = gt;
-  a.gc = gc;
-  a.X = X;
-  a.x = x;
-  a.w = w;
-  a.K = K;
-  a.R = R;
-  a.t = t;
-  a.status = status;
-  a.cov = cov;
-  a.B = B;
-  a.N = N;
-  a.rob.kind = loss;
-  a.rob.delta = huber_delta;
-  a.gX = gX;
-  a.gx = gx;
-  a.gK = gK;
-  a.gw = gw;
-  const int64_t blocks = blocks_for(B, kBackwardWarpsPerBlock);
+  if (a.B <= 0) return cudaSuccess;
+  const int64_t blocks = blocks_for(a.B, kBackwardWarpsPerBlock);
   solve_pnp_backward_kernel<scalar_t>
       <<<dim3(unsigned(blocks)), dim3(kWarp * kBackwardWarpsPerBlock), 0, stream>>>(a);
   return cudaGetLastError();
 }
 
-#define PFP_INSTANTIATE(scalar_t)                                                                \
-  template cudaError_t launch_solve_pnp<scalar_t>(                                               \
-      const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,       \
-      const scalar_t*, int64_t, int64_t, int32_t, double, int32_t, double, double, int32_t,      \
-      scalar_t*, scalar_t*, scalar_t*, int32_t*, int32_t*, scalar_t*, cudaStream_t);             \
-  template cudaError_t launch_solve_pnp_backward<scalar_t>(                                      \
-      const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,       \
-      const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const int32_t*,        \
-      const scalar_t*, int64_t, int64_t, int32_t, double, scalar_t*, scalar_t*, scalar_t*,       \
-      scalar_t*, cudaStream_t);
-PFP_INSTANTIATE(float)
-PFP_INSTANTIATE(double)
-#undef PFP_INSTANTIATE
+template cudaError_t launch_solve_pnp<float>(const pfp::PnPForwardArgs<float>&, int32_t, cudaStream_t);
+template cudaError_t launch_solve_pnp<double>(const pfp::PnPForwardArgs<double>&, int32_t, cudaStream_t);
+template cudaError_t launch_solve_pnp_backward<float>(const pfp::PnPBackwardArgs<float>&, cudaStream_t);
+template cudaError_t launch_solve_pnp_backward<double>(const pfp::PnPBackwardArgs<double>&, cudaStream_t);
 
 }  // namespace gpu
 }  // namespace pyfacepnp

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -46,3 +48,29 @@ def broadcast_batch(name_shapes: Sequence[tuple[str, torch.Size]]) -> torch.Size
     except RuntimeError:
         desc = ", ".join(f"{n} {tuple(s)}" for n, s in name_shapes)
         raise ValueError(f"batch dimensions do not broadcast: {desc}") from None
+
+
+def check_real(name: str, value, low: float, high: float, *, open_low: bool = False,
+               open_high: bool = False, rule: str | None = None) -> float:
+    """A real number (not a bool, not a tensor) in the interval; returned as a float.
+    ``rule`` words the interval in the error (default: the interval itself)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    below = v <= low if open_low else v < low
+    above = v >= high if open_high else v > high
+    if math.isnan(v) or below or above:
+        if rule is None:
+            rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return v
+
+
+def check_int(name: str, value, low: int, high: int, *, rule: str | None = None) -> int:
+    """An integer (not a bool) in [low, high]; returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be {rule or f'in [{low}, {high}]'}, got {v}")
+    return v

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import NamedTuple, Optional, Tuple
 
 import torch
 
 from pyfacepnp._ext import ops
-from pyfacepnp.ops._checks import broadcast_batch, check_same, check_tensor
+from pyfacepnp.ops._checks import (
+    broadcast_batch,
+    check_int,
+    check_real,
+    check_same,
+    check_tensor,
+)
 
 
 class PnPStatus(enum.IntEnum):
@@ -47,6 +54,10 @@ class PnPResult(NamedTuple):
 
 
 _LOSSES = ("l2", "huber")
+# The limits of the kernels' own checks (csrc/pnp/pnp_glue.h): one set of rules, reported here
+# with the argument's name before the C++ invariants could fire.
+MAX_ITERATIONS_LIMIT = 100_000
+LOSS_SCALE_RANGE = (1e-150, 1e150)  # the scale's square must be a normal float64
 
 
 def _weights_as_per_axis(weights: Optional[torch.Tensor], points2d: torch.Tensor) -> torch.Tensor:
@@ -143,14 +154,13 @@ def solve_pnp(
             f"solve_pnp needs at least 4 points per problem (N >= 4), got points3d of shape "
             f"{tuple(points3d.shape)}"
         )
-    if loss not in _LOSSES:
+    if not isinstance(loss, str) or loss not in _LOSSES:
         raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-    if not huber_delta > 0:
-        raise ValueError(f"huber_delta must be positive, got {huber_delta}")
-    if not (isinstance(max_iterations, int) and max_iterations >= 1):
-        raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
-    if not 0 < tolerance < 1:
-        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    check_real("huber_delta", huber_delta, 0.0, math.inf, open_low=True, rule="positive")
+    huber_delta = check_real("huber_delta", huber_delta, *LOSS_SCALE_RANGE)
+    check_int("max_iterations", max_iterations, 1, 2**63, rule="a positive int")
+    max_iterations = check_int("max_iterations", max_iterations, 1, MAX_ITERATIONS_LIMIT)
+    tolerance = check_real("tolerance", tolerance, 0.0, 1.0, open_low=True, open_high=True)
     w = _weights_as_per_axis(weights, points2d)
     check_same(["points3d", "weights"], [points3d, w])
 
@@ -179,8 +189,8 @@ def solve_pnp(
     if init is not None:
         init_R = init_R.detach().expand(*batch, 3, 3).reshape(*flat, 3, 3)
         init_t = init_t.detach().expand(*batch, 3).reshape(*flat, 3)
-    R, t, cost, iterations, status, cov = ops.solve_pnp(
-        X, x, Kb, wb, init_R, init_t, loss, float(huber_delta), int(max_iterations), float(tolerance)
+    R, t, cost, iterations, status, cov, _state = ops.solve_pnp(
+        X, x, Kb, wb, init_R, init_t, loss, huber_delta, max_iterations, tolerance
     )
     return PnPResult(
         R.reshape(*batch, 3, 3),

@@ -1,0 +1,51 @@
+// The arguments of one batched solve_pnp forward and backward, as the torch glue hands them
+// to a device's kernels: plain pointers and sizes, no torch headers (nvcc compiles this on
+// machines whose torch has no CUDA). Inputs are flattened to (B, N, ...) and contiguous.
+#pragma once
+#include "common/pnp_solver.h"
+
+namespace pfp {
+
+// Per problem, the float64 solution the backward works from, whatever the input dtype: R
+// (9, row-major), t (3) and the covariance (36). Zero for a problem that did not converge.
+constexpr int kStateSize = 48;
+
+template <typename scalar_t>
+struct PnPForwardArgs {
+  const scalar_t* X;       // (B, N, 3)
+  const scalar_t* x;       // (B, N, 2)
+  const scalar_t* w;       // (B, N, 2)
+  const double* K;         // (B, 3, 3)
+  const double* init_R;    // (B, 3, 3), null: no init
+  const double* init_t;    // (B, 3)
+  int64_t B, N;
+  SolverParams<double> prm;
+  scalar_t* R;             // (B, 3, 3)
+  scalar_t* t;             // (B, 3)
+  scalar_t* cost;          // (B)
+  int32_t* iterations;     // (B)
+  int32_t* status;         // (B)
+  scalar_t* cov;           // (B, 6, 6)
+  double* state;           // (B, kStateSize)
+};
+
+template <typename scalar_t>
+struct PnPBackwardArgs {
+  const scalar_t* gR;      // (B, 3, 3) upstream gradients
+  const scalar_t* gt;      // (B, 3)
+  const scalar_t* gc;      // (B)
+  const scalar_t* X;
+  const scalar_t* x;
+  const scalar_t* w;
+  const double* K;         // (B, 3, 3)
+  const double* state;     // (B, kStateSize), from the forward
+  const int32_t* status;   // (B)
+  int64_t B, N;
+  Robust<double> rob;
+  scalar_t* gX;            // (B, N, 3)
+  scalar_t* gx;            // (B, N, 2)
+  scalar_t* gK;            // (B, 3, 3)
+  scalar_t* gw;            // (B, N, 2)
+};
+
+}  // namespace pfp

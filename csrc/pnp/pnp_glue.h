@@ -1,0 +1,221 @@
+// The torch side of solve_pnp shared by the CPU and CUDA registrations: checks of the
+// flattened inputs (the Python wrapper validates the user-facing arguments first, with the
+// same rules), tensor preparation and allocation, and packing into the kernels' plain
+// argument structs (common/pnp_args.h).
+#pragma once
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "common/pnp_args.h"
+
+namespace pyfacepnp {
+
+// Pivot floor of the unit-diagonal-scaled Hessian below which a problem is DEGENERATE (the
+// kernels compute in float64 on both devices, so one value serves both).
+constexpr double kPdTol = 1e-10;
+// The limits the Python wrapper enforces too (pyfacepnp/ops/pnp.py).
+constexpr int64_t kMaxIterationsLimit = 100000;
+constexpr double kLossScaleMin = 1e-150;  // its square must be a normal double
+constexpr double kLossScaleMax = 1e150;
+
+// The schema's loss string as the kernels' LossKind (the string was validated before).
+inline int32_t loss_kind(c10::string_view loss) {
+  return loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
+}
+
+inline pfp::Robust<double> robust(c10::string_view loss, double huber_delta) {
+  return pfp::Robust<double>{loss_kind(loss), huber_delta};
+}
+
+inline pfp::SolverParams<double> solver_params(c10::string_view loss, double huber_delta,
+                                               int64_t max_iterations, double tolerance) {
+  pfp::SolverParams<double> prm;
+  prm.rob = robust(loss, huber_delta);
+  prm.max_iterations = int32_t(max_iterations);
+  prm.tolerance = tolerance;
+  prm.pd_tol = kPdTol;
+  return prm;
+}
+
+inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                             const std::optional<at::Tensor>& init_t, c10::string_view loss,
+                             double huber_delta, int64_t max_iterations, double tolerance) {
+  TORCH_CHECK(X.dim() == 3 && X.size(2) == 3, "solve_pnp: points3d must have shape (B, N, 3), got ",
+              X.sizes());
+  const int64_t B = X.size(0), N = X.size(1);
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == B && x.size(1) == N && x.size(2) == 2,
+              "solve_pnp: points2d must have shape (", B, ", ", N, ", 2), got ", x.sizes());
+  TORCH_CHECK(K.dim() == 3 && K.size(0) == B && K.size(1) == 3 && K.size(2) == 3,
+              "solve_pnp: K must have shape (", B, ", 3, 3), got ", K.sizes());
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == B && w.size(1) == N && w.size(2) == 2,
+              "solve_pnp: weights must have shape (", B, ", ", N, ", 2), got ", w.sizes());
+  TORCH_CHECK(N >= 4, "solve_pnp: needs N >= 4 points per problem, got N = ", N);
+  TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
+              "solve_pnp: points3d must be float32 or float64, got ", X.scalar_type());
+  for (const auto* t : {&x, &K, &w})
+    TORCH_CHECK(t->scalar_type() == X.scalar_type() && t->device() == X.device(),
+                "solve_pnp: all inputs must share dtype and device with points3d (",
+                X.scalar_type(), ", ", X.device(), "), got ", t->scalar_type(), ", ", t->device());
+  TORCH_CHECK(init_R.has_value() == init_t.has_value(),
+              "solve_pnp: init_R and init_t must be given together");
+  if (init_R.has_value()) {
+    TORCH_CHECK(init_R->dim() == 3 && init_R->size(0) == B && init_R->size(1) == 3 &&
+                    init_R->size(2) == 3,
+                "solve_pnp: init R must have shape (", B, ", 3, 3), got ", init_R->sizes());
+    TORCH_CHECK(init_t->dim() == 2 && init_t->size(0) == B && init_t->size(1) == 3,
+                "solve_pnp: init t must have shape (", B, ", 3), got ", init_t->sizes());
+    TORCH_CHECK(init_R->device() == X.device() && init_t->device() == X.device(),
+                "solve_pnp: init must be on ", X.device());
+  }
+  TORCH_CHECK(loss == "l2" || loss == "huber", "solve_pnp: loss must be 'l2' or 'huber', got '",
+              loss, "'");
+  TORCH_CHECK(huber_delta >= kLossScaleMin && huber_delta <= kLossScaleMax,
+              "solve_pnp: huber_delta must be in [", kLossScaleMin, ", ", kLossScaleMax, "], got ",
+              huber_delta);
+  TORCH_CHECK(max_iterations >= 1 && max_iterations <= kMaxIterationsLimit,
+              "solve_pnp: max_iterations must be in [1, ", kMaxIterationsLimit, "], got ",
+              max_iterations);
+  TORCH_CHECK(tolerance > 0 && tolerance < 1, "solve_pnp: tolerance must be in (0, 1), got ",
+              tolerance);
+}
+
+inline void check_pnp_backward_inputs(const at::Tensor& gR, const at::Tensor& gt,
+                                      const at::Tensor& gc, const at::Tensor& X,
+                                      const at::Tensor& x, const at::Tensor& K,
+                                      const at::Tensor& w, const at::Tensor& state,
+                                      const at::Tensor& status) {
+  TORCH_CHECK(X.dim() == 3 && X.size(2) == 3,
+              "solve_pnp_backward: points3d must have shape (B, N, 3), got ", X.sizes());
+  const int64_t B = X.size(0), N = X.size(1);
+  TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
+              "solve_pnp_backward: points3d must be float32 or float64, got ", X.scalar_type());
+  TORCH_CHECK(x.scalar_type() == X.scalar_type() && w.scalar_type() == X.scalar_type(),
+              "solve_pnp_backward: points2d and weights must have the dtype of points3d (",
+              X.scalar_type(), "), got ", x.scalar_type(), " and ", w.scalar_type());
+  TORCH_CHECK(x.sizes() == at::IntArrayRef({B, N, 2}) && w.sizes() == at::IntArrayRef({B, N, 2}),
+              "solve_pnp_backward: points2d and weights must have shape (B, N, 2)");
+  TORCH_CHECK(K.sizes() == at::IntArrayRef({B, 3, 3}) && gR.sizes() == at::IntArrayRef({B, 3, 3}),
+              "solve_pnp_backward: K and grad_R must have shape (B, 3, 3)");
+  TORCH_CHECK(gt.sizes() == at::IntArrayRef({B, 3}), "solve_pnp_backward: grad_t must have shape (B, 3)");
+  TORCH_CHECK(gc.sizes() == at::IntArrayRef({B}) && status.sizes() == at::IntArrayRef({B}),
+              "solve_pnp_backward: grad_cost and status must have shape (B,)");
+  TORCH_CHECK(state.sizes() == at::IntArrayRef({B, pfp::kStateSize}) &&
+                  state.scalar_type() == at::kDouble,
+              "solve_pnp_backward: state must be the float64 (B, ", pfp::kStateSize,
+              ") state of the forward, got ", state.scalar_type(), " ", state.sizes());
+  for (const auto* t : {&gR, &gt, &gc, &x, &K, &w, &state, &status})
+    TORCH_CHECK(t->device() == X.device(), "solve_pnp_backward: all inputs must be on ",
+                X.device(), ", got ", t->device());
+}
+
+// Contiguous inputs; K and init in float64 (the kernels compute in double, and a K or init
+// rounded to float32 would not be the one the solution satisfies).
+struct ForwardInputs {
+  at::Tensor X, x, K, w, init_R, init_t;  // init undefined when absent
+  static ForwardInputs from(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                            const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                            const std::optional<at::Tensor>& init_t) {
+    ForwardInputs in{X.contiguous(), x.contiguous(), K.to(at::kDouble).contiguous(),
+                     w.contiguous(), {}, {}};
+    if (init_R.has_value()) {
+      in.init_R = init_R->to(at::kDouble).contiguous();
+      in.init_t = init_t->to(at::kDouble).contiguous();
+    }
+    return in;
+  }
+};
+
+struct ForwardOutputs {
+  at::Tensor R, t, cost, iterations, status, cov, state;
+  static ForwardOutputs empty_for(const at::Tensor& X) {
+    const int64_t B = X.size(0);
+    const auto opts = X.options();
+    return {at::empty({B, 3, 3}, opts),
+            at::empty({B, 3}, opts),
+            at::empty({B}, opts),
+            at::empty({B}, opts.dtype(at::kInt)),
+            at::empty({B}, opts.dtype(at::kInt)),
+            at::empty({B, 6, 6}, opts),
+            at::empty({B, pfp::kStateSize}, opts.dtype(at::kDouble))};
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+  as_tuple() const {
+    return {R, t, cost, iterations, status, cov, state};
+  }
+};
+
+template <typename scalar_t>
+pfp::PnPForwardArgs<scalar_t> forward_args(const ForwardInputs& in, ForwardOutputs& out,
+                                           const pfp::SolverParams<double>& prm) {
+  pfp::PnPForwardArgs<scalar_t> a;
+  a.X = in.X.data_ptr<scalar_t>();
+  a.x = in.x.data_ptr<scalar_t>();
+  a.w = in.w.data_ptr<scalar_t>();
+  a.K = in.K.data_ptr<double>();
+  a.init_R = in.init_R.defined() ? in.init_R.data_ptr<double>() : nullptr;
+  a.init_t = in.init_t.defined() ? in.init_t.data_ptr<double>() : nullptr;
+  a.B = in.X.size(0);
+  a.N = in.X.size(1);
+  a.prm = prm;
+  a.R = out.R.data_ptr<scalar_t>();
+  a.t = out.t.data_ptr<scalar_t>();
+  a.cost = out.cost.data_ptr<scalar_t>();
+  a.iterations = out.iterations.data_ptr<int32_t>();
+  a.status = out.status.data_ptr<int32_t>();
+  a.cov = out.cov.data_ptr<scalar_t>();
+  a.state = out.state.data_ptr<double>();
+  return a;
+}
+
+// Contiguous inputs; upstream gradients in the points' dtype, K in float64.
+struct BackwardInputs {
+  at::Tensor gR, gt, gc, X, x, K, w, state, status;
+  static BackwardInputs from(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
+                             const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                             const at::Tensor& w, const at::Tensor& state,
+                             const at::Tensor& status) {
+    const auto dt = X.scalar_type();
+    return {gR.to(dt).contiguous(), gt.to(dt).contiguous(), gc.to(dt).contiguous(),
+            X.contiguous(),         x.contiguous(),         K.to(at::kDouble).contiguous(),
+            w.contiguous(),         state.contiguous(),     status.to(at::kInt).contiguous()};
+  }
+};
+
+// Every entry is written by the kernels (zeros for problems that did not converge).
+struct BackwardOutputs {
+  at::Tensor gX, gx, gK, gw;
+  static BackwardOutputs empty_for(const BackwardInputs& in) {
+    return {at::empty_like(in.X), at::empty_like(in.x),
+            at::empty({in.X.size(0), 3, 3}, in.X.options()), at::empty_like(in.w)};
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple() const {
+    return {gX, gx, gK, gw};
+  }
+};
+
+template <typename scalar_t>
+pfp::PnPBackwardArgs<scalar_t> backward_args(const BackwardInputs& in, BackwardOutputs& out,
+                                             const pfp::Robust<double>& rob) {
+  pfp::PnPBackwardArgs<scalar_t> a;
+  a.gR = in.gR.data_ptr<scalar_t>();
+  a.gt = in.gt.data_ptr<scalar_t>();
+  a.gc = in.gc.data_ptr<scalar_t>();
+  a.X = in.X.data_ptr<scalar_t>();
+  a.x = in.x.data_ptr<scalar_t>();
+  a.w = in.w.data_ptr<scalar_t>();
+  a.K = in.K.data_ptr<double>();
+  a.state = in.state.data_ptr<double>();
+  a.status = in.status.data_ptr<int32_t>();
+  a.B = in.X.size(0);
+  a.N = in.X.size(1);
+  a.rob = rob;
+  a.gX = out.gX.data_ptr<scalar_t>();
+  a.gx = out.gx.data_ptr<scalar_t>();
+  a.gK = out.gK.data_ptr<scalar_t>();
+  a.gw = out.gw.data_ptr<scalar_t>();
+  return a;
+}
+
+}  // namespace pyfacepnp
