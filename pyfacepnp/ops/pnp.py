@@ -22,16 +22,21 @@ class PnPStatus(enum.IntEnum):
     """Per-problem outcome of :func:`solve_pnp` (the ``status`` field)."""
 
     #: The Levenberg-Marquardt iterations met the tolerance and the exact Hessian at the
-    #: solution is positive definite. Only these problems receive gradients.
+    #: solution is positive definite. Only these problems have a covariance and receive
+    #: gradients; their R, t, cost and covariance are finite in the inputs' dtype.
     CONVERGED = 0
-    #: ``max_iterations`` ran out first; the pose is the best found, gradients are zero.
+    #: ``max_iterations`` ran out first; the pose is the best found, covariance and gradients
+    #: are zero.
     MAX_ITERATIONS = 1
     #: The pose is not determined: the Hessian at the solution is not positive definite
     #: (all points identical, collinear points, ...) or no starting pose puts the points in
     #: front of the camera. Covariance and gradients are zero.
     DEGENERATE = 2
-    #: Non-finite or negative inputs, a malformed K, a malformed ``init``, or fewer than 4
-    #: points with positive weight. Outputs are R = I, t = 0, cost = 0, zero covariance.
+    #: Non-finite or negative inputs, a malformed K, a malformed ``init`` (not a rotation
+    #: within 1e-3, entrywise in ``R^T R - I``), fewer than 4 points with positive weight, or a
+    #: solution that does not fit the inputs' dtype (pose, cost or covariance beyond its
+    #: range: a float32 scene scaled beyond ~1e30, weights near float32's maximum, a float64
+    #: scene scaled by ~1e155). Outputs are R = I, t = 0, cost = 0, zero covariance.
     INVALID_INPUT = 3
 
 
@@ -99,9 +104,28 @@ def solve_pnp(
 
     Pixel coordinates follow OpenCV: integer values at pixel centres, ``u = K x_cam / z``.
     Per-axis weights weight each coordinate's squared residual; a zero weight removes a
-    point exactly (its coordinates may then be anything), so ragged batches are padded with
-    weight 0. Bad problems never raise or produce NaN: they get a :class:`PnPStatus`,
-    finite outputs and zero gradients, and leave the other problems untouched.
+    point (or, per axis, a coordinate) exactly: its coordinates may then be anything, NaN
+    and 1e300 included, and it receives zero gradients, its weight's included (the
+    derivative at a zero weight is one-sided; parametrise learned weights away from zero).
+    Ragged batches are padded with weight 0.
+
+    Contract, per problem of the batch (the property suite tests/test_pnp_contract.py
+    asserts it over magnitudes 1e-300..1e300, dtypes, layouts, padding, init and options):
+
+    - A ``CONVERGED`` problem has finite ``R`` (a rotation), ``t``, ``cost`` and
+      ``covariance`` in the inputs' dtype, and finite gradients to every input for a finite
+      upstream gradient (float32: see below).
+    - Every other problem has another :class:`PnPStatus`, finite outputs, zero covariance
+      and zero gradients. Bad input never raises or produces NaN (option values and shapes
+      that are wrong do raise, a ``ValueError`` or ``TypeError`` naming the argument).
+    - Nothing of one problem reaches another's outputs or gradients, through a shared
+      (broadcast) ``K`` or weights included: a problem's results are bit-identical to
+      solving it alone.
+    - float32 inputs are solved in float64 and the backward works from the float64 solution
+      (pose and inverse exact Hessian), so float32 gradients are the float64 gradients of the
+      same values rounded to float32. A solution that does not fit float32 is
+      ``INVALID_INPUT``; a gradient entry whose exact value exceeds float32's range (e.g.
+      the rotation's sensitivity to an object of size 1e-38) is +-inf, never NaN.
 
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
@@ -118,8 +142,8 @@ def solve_pnp(
             (``DEGENERATE``); pass ``init`` from a robust estimator such as
             ``cv2.solvePnPRansac`` there.
         huber_delta: Huber threshold, in units of the weighted residual norm (pixels for unit
-            weights).
-        max_iterations: Levenberg-Marquardt iteration limit per problem.
+            weights), in [1e-150, 1e150] (its square must be a normal float64).
+        max_iterations: Levenberg-Marquardt iteration limit per problem, in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
             ``|dt|_inf <= tolerance * |t|``.
 

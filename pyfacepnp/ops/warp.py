@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pyfacepnp._ext import ops
@@ -33,15 +35,20 @@ def warp_points(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
     check_same(["points", "affine"], [points, affine])
     batch = broadcast_batch([("points", points.shape[:-2]), ("affine", affine.shape[:-2])])
     n = points.shape[-2]
-    p = points.expand(*batch, n, 2).reshape(-1, n, 2)
-    a = affine.expand(*batch, 2, 3).reshape(-1, 2, 3)
+    b = math.prod(batch)  # explicit: with N = 0 a -1 in reshape would be ambiguous
+    p = points.expand(*batch, n, 2).reshape(b, n, 2)
+    a = affine.expand(*batch, 2, 3).reshape(b, 2, 3)
     return ops.warp_points(p, a).reshape(*batch, n, 2)
 
 
 def invert_affine(affine: torch.Tensor) -> torch.Tensor:
     """Inverse of 2x3 affine transforms, ``(..., 2, 3) -> (..., 2, 3)``, differentiable.
 
-    Raises ``ValueError`` if any linear part is singular (|det| <= 1e-12 times its scale).
+    Computed in float64 whatever the input dtype (a float32 determinant overflows for
+    entries beyond ~1e19) and returned in the input dtype. Raises ``ValueError`` if an affine
+    is not finite, its linear part is singular (|det| <= 1e-12 times its scale squared), or
+    its inverse does not fit the dtype; the message gives the first such index. (Under
+    ``torch.compile`` these data-dependent checks are skipped.)
 
     Example:
         >>> A = torch.tensor([[2.0, 0.0, 1.0], [0.0, 4.0, -1.0]])
@@ -51,15 +58,34 @@ def invert_affine(affine: torch.Tensor) -> torch.Tensor:
         tensor([[3., 5.]])
     """
     check_tensor("affine", affine, [2, 3])
-    a, b, tx = affine[..., 0, 0], affine[..., 0, 1], affine[..., 0, 2]
-    c, d, ty = affine[..., 1, 0], affine[..., 1, 1], affine[..., 1, 2]
-    det = a * d - b * c
-    scale = affine[..., :, :2].abs().amax(dim=(-1, -2))
-    if not torch.compiler.is_compiling() and bool((det.abs() <= 1e-12 * scale * scale).any()):
-        raise ValueError("invert_affine: affine has a singular 2x2 linear part")
-    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    A = affine.to(torch.float64)
+    a, b, tx = A[..., 0, 0], A[..., 0, 1], A[..., 0, 2]
+    c, d, ty = A[..., 1, 0], A[..., 1, 1], A[..., 1, 2]
+    # Scaled by the largest entry first: the determinant of a 1e200-scale affine stays finite.
+    scale = A[..., :, :2].abs().amax(dim=(-1, -2))
+    inv_scale = 1.0 / torch.where(scale > 0, scale, torch.ones_like(scale))
+    det_n = (a * inv_scale) * (d * inv_scale) - (b * inv_scale) * (c * inv_scale)
+    checking = not torch.compiler.is_compiling()
+    if checking:
+        _raise_at("is not finite", ~torch.isfinite(A).flatten(-2).all(-1))
+        _raise_at("has a singular 2x2 linear part", (scale == 0) | (det_n.abs() <= 1e-12))
+    ia = (d * inv_scale) / det_n * inv_scale
+    ib = -(b * inv_scale) / det_n * inv_scale
+    ic = -(c * inv_scale) / det_n * inv_scale
+    id_ = (a * inv_scale) / det_n * inv_scale
     itx = -(ia * tx + ib * ty)
     ity = -(ic * tx + id_ * ty)
     row0 = torch.stack([ia, ib, itx], dim=-1)
     row1 = torch.stack([ic, id_, ity], dim=-1)
-    return torch.stack([row0, row1], dim=-2)
+    out = torch.stack([row0, row1], dim=-2).to(affine.dtype)
+    if checking:
+        _raise_at(f"has an inverse that does not fit {affine.dtype}",
+                  ~torch.isfinite(out).flatten(-2).all(-1))
+    return out
+
+
+def _raise_at(what: str, bad: torch.Tensor) -> None:
+    """ValueError naming the first batch index where ``bad`` holds."""
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0]) if bad.dim() else ()
+        raise ValueError(f"invert_affine: the affine at batch index {index} {what}")
