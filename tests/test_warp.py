@@ -56,3 +56,33 @@ def test_shapes_and_errors():
         pyfacepnp.warp_points(torch.zeros(2, 5, 2), torch.zeros(3, 2, 3))
     with pytest.raises(ValueError, match=r"singular 2x2 linear part"):
         pyfacepnp.invert_affine(torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 1.0]]))
+
+
+def test_warp_points_with_no_points():
+    assert pyfacepnp.warp_points(torch.zeros(0, 2), torch.eye(2, 3)).shape == (0, 2)
+    assert pyfacepnp.warp_points(torch.zeros(3, 0, 2), torch.eye(2, 3)).shape == (3, 0, 2)
+
+
+def test_invert_affine_float32_at_large_scale_inverts():
+    """The determinant of a 1e20-scale affine overflows float32: the inverse is formed in float64."""
+    A = torch.tensor([[1e20, 3e19, 5.0], [2e19, 1e20, 1.0]])
+    Ai = pyfacepnp.invert_affine(A)
+    assert Ai.dtype == torch.float32 and torch.isfinite(Ai).all()
+    p = torch.tensor([[3.0, 4.0], [-1.0, 2.0]])
+    assert torch.allclose(pyfacepnp.warp_points(pyfacepnp.warp_points(p, A), Ai), p, rtol=1e-5)
+    exact = torch.linalg.inv(torch.cat([A.double(), torch.tensor([[0, 0, 1.0]], dtype=F64)]))[:2]
+    assert torch.allclose(Ai.double(), exact, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("A, what", [
+    ([[1e20, 1e20, 0.0], [1e20, 1e20, 0.0]], "has a singular 2x2 linear part"),
+    ([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], "has a singular 2x2 linear part"),
+    ([[float("nan"), 0.0, 0.0], [0.0, 1.0, 0.0]], "is not finite"),
+    ([[1.0, 0.0, float("inf")], [0.0, 1.0, 0.0]], "is not finite"),
+    ([[1e-30, 0.0, 1e30], [0.0, 1e-30, 0.0]], "has an inverse that does not fit torch.float32"),
+])
+def test_invert_affine_bad_affines_are_errors_naming_the_index(A, what):
+    batch = torch.eye(2, 3).repeat(3, 1, 1)
+    batch[1] = torch.tensor(A)
+    with pytest.raises(ValueError, match=rf"batch index \(1,\) {what}"):
+        pyfacepnp.invert_affine(batch)

@@ -175,8 +175,8 @@ def solve_pnp_reference(
     not ``[0, 0, 1]`` or fewer than four weighted points give ``INVALID_INPUT`` (outputs
     ``R = I``, ``t = 0``, ``cost = 0``); a Hessian that is not positive definite at the
     solution, or no starting pose in front of the camera, gives ``DEGENERATE``. Only
-    ``CONVERGED`` problems carry gradients; the others' outputs are detached and their
-    covariance is zero (for ``DEGENERATE``). No problem affects another.
+    ``CONVERGED`` problems carry gradients and a covariance; the others' outputs are
+    detached and their covariance is zero. No problem affects another.
 
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
@@ -299,6 +299,7 @@ def solve_pnp_reference(
 
     # Only converged problems are differentiable; invalid ones get fixed outputs.
     ok = status == int(PnPStatus.CONVERGED)
+    covariance = torch.where(ok[:, None, None], covariance, 0.0)
     if not bool(ok.all()):
         R = torch.where(ok[:, None, None], R, R.detach())
         t = torch.where(ok[:, None], t, t.detach())
