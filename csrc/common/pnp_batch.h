@@ -51,10 +51,11 @@ PFP_HD void make_representable(ProblemResult<double>& res) {
   if (!ok) set_invalid(res);
 }
 
-// Solve problem b with its own K (a copy the caller may keep close) and store the result.
+// Solve problem b with its camera (whose parameters the caller may keep close) and store
+// the result.
 template <typename scalar_t, typename Acc>
 PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t b,
-                            const double* K, int lane, int lanes) {
+                            const Camera<double>& cam, int lane, int lanes) {
   Pose<double> init;
   const bool has_init = a.init_R != nullptr;
   if (has_init) {
@@ -62,7 +63,7 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
     for (int i = 0; i < 3; ++i) init.t[i] = a.init_t[3 * b + i];
   }
   ProblemResult<double> res;
-  solve_problem(acc, K, has_init ? &init : nullptr, a.prm, res);
+  solve_problem(acc, cam, has_init ? &init : nullptr, a.prm, res);
   make_representable<scalar_t>(res);
   const bool conv = res.status == kConverged;
   for (int i = lane; i < 9; i += lanes) a.R[9 * b + i] = scalar_t(res.pose.R[i]);
@@ -85,7 +86,7 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
 // removes a coordinate exactly; its weight's gradient is zero too, see docs/api.md).
 template <typename scalar_t, typename Acc>
 PFP_HD void backward_problem(const Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64_t b,
-                             const double* K, int lane, int lanes) {
+                             const Camera<double>& cam, int lane, int lanes) {
   const bool conv = a.status[b] == kConverged;
   const double* st = a.state + kStateSize * b;
   Pose<double> P;
@@ -111,9 +112,9 @@ PFP_HD void backward_problem(const Acc& acc, const PnPBackwardArgs<scalar_t>& a,
     if (conv) {
       const PointObs<double> o = acc.load(n);
       PointEval<double> e;
-      if (o.active() && eval_point(P, K, o, e)) {
+      if (o.active() && eval_point(P, cam, o, e)) {
         double pK[6];
-        point_backward(e, o, P.R, acc.rob, v, gcost, pX, px, pK, pw);
+        point_backward(e, o, cam, P.R, acc.rob, v, gcost, pX, px, pK, pw);
         for (int k = 0; k < 2; ++k)
           if (!(o.w[k] > 0.0)) pw[k] = 0.0;
         for (int k = 0; k < 6; ++k) gK[k] += pK[k];

@@ -4,6 +4,7 @@
 // u_a(Xc) = (k_a . Xc) / Xc_z with k_a the rows 0 and 1 of K. Pose perturbations are
 // local: R = exp([dw]x) R*, t = t* + dt, theta = (dw, dt). See docs/math.md.
 #pragma once
+#include "common/camera.h"
 #include "common/linalg.h"
 
 namespace pfp {
@@ -85,20 +86,15 @@ struct PointEval {
 
 // Evaluate a point; false when it lies on or behind the camera plane (z <= 0).
 template <typename T>
-PFP_HD bool eval_point(const Pose<T>& P, const T* K, const PointObs<T>& o, PointEval<T>& e) {
+PFP_HD bool eval_point(const Pose<T>& P, const Camera<T>& cam, const PointObs<T>& o,
+                       PointEval<T>& e) {
   matvec3(P.R, o.X, e.Y);
   for (int k = 0; k < 3; ++k) e.Xc[k] = e.Y[k] + P.t[k];
-  const T z = e.Xc[2];
-  if (!(z > T(0))) return false;
-  const T iz = T(1) / z;
+  T u[2], iz;
+  if (!cam.project(e.Xc, u, e.a, iz)) return false;
   e.s = T(0);
   for (int a = 0; a < 2; ++a) {
-    const T* k = K + 3 * a;
-    const T u = dot3(k, e.Xc) * iz;
-    e.r[a] = u - o.x[a];
-    e.a[a][0] = k[0] * iz;
-    e.a[a][1] = k[1] * iz;
-    e.a[a][2] = (k[2] - u) * iz;
+    e.r[a] = u[a] - o.x[a];
     e.s += o.w[a] * e.r[a] * e.r[a];
   }
   return true;
@@ -180,8 +176,9 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
 // to dL/dK rows 0-1 (6, row-major) and dL/dw (2):
 //   dL/dphi = -d/dphi (v . grad_theta e_i(theta*, phi)) + gc dE_i/dphi.
 template <typename T>
-PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const T* R,
-                           const Robust<T>& rob, const T* v, T gc, T* gX, T* gx, T* gK, T* gw) {
+PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Camera<T>& cam,
+                           const T* R, const Robust<T>& rob, const T* v, T gc, T* gX, T* gx,
+                           T* gK, T* gw) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
   const T iz = T(1) / e.Xc[2];
@@ -193,7 +190,7 @@ PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const T*
     Jv[a] = dot3(e.a[a], d);
     S1 += o.w[a] * e.r[a] * Jv[a];
   }
-  T cam[3] = {T(0), T(0), T(0)};  // dL/dXc-like accumulator, mapped to X by R^T
+  T gXc[3] = {T(0), T(0), T(0)};  // dL/dXc-like accumulator, mapped to X by R^T
   for (int a = 0; a < 2; ++a) {
     const T wr = o.w[a] * e.r[a];
     // dL/dr_a and dL/d(Jv_a)
@@ -204,17 +201,16 @@ PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const T*
     // Xc iz (normalised coordinates) and d iz are formed first: d ~ |t|^2 and Xc ~ |t|, so
     // d[2] * Xc[k] would overflow for scenes scaled by ~1e105 although the gradient is finite.
     const T dz = d[2] * iz;
-    for (int k = 0; k < 3; ++k) {
-      const T uk = e.Xc[k] * iz;
-      gK[3 * a + k] = alpha * uk + beta * (d[k] * iz - dz * uk);
-    }
+    T du_dk[3];
+    cam.param_jacobian(e.Xc, iz, a, du_dk);
+    for (int k = 0; k < 3; ++k) gK[3 * a + k] = alpha * du_dk[k] + beta * (d[k] * iz - dz * du_dk[k]);
     T va[3];
     cross3(v, e.a[a], va);
     for (int k = 0; k < 3; ++k)
-      cam[k] += alpha * e.a[a][k] + beta * (-dz * e.a[a][k] - va[k]);
-    cam[2] += beta * (-Jv[a] * iz);
+      gXc[k] += alpha * e.a[a][k] + beta * (-dz * e.a[a][k] - va[k]);
+    gXc[2] += beta * (-Jv[a] * iz);
   }
-  matTvec3(R, cam, gX);
+  matTvec3(R, gXc, gX);
 }
 
 }  // namespace pfp

@@ -6,7 +6,7 @@
 // control flow below stays uniform. The accumulator provides:
 //   bool check(int& n_active)                       inputs finite, weights >= 0
 //   void centroid(T* mean)                          weighted mean of the active points
-//   void omega(const T* mean, const T* Kinv, OmegaAccum<T>& out)
+//   void omega(const T* mean, const RayMap<T>& rays, OmegaAccum<T>& out)
 //   bool normal_eq(const Pose<T>&, bool exact, NormalEq<T>& out)   false: a point at z <= 0
 #pragma once
 #include <type_traits>
@@ -183,16 +183,6 @@ PFP_HD bool finish_to_tolerance(Acc& acc, const SolverParams<T>& prm, Pose<T>& p
   return conv;
 }
 
-template <typename T>
-PFP_HD bool k_is_valid(const T* K) {
-  for (int i = 0; i < 9; ++i)
-    if (!is_finite(K[i])) return false;
-  if (K[6] != T(0) || K[7] != T(0) || K[8] != T(1)) return false;
-  const T d = K[0] * K[4] - K[1] * K[3];
-  const T sc = tmax(tabs(K[0]), tmax(tabs(K[1]), tmax(tabs(K[3]), tabs(K[4]))));
-  return tabs(d) > T(1e-12) * sc * sc;
-}
-
 // max |R^T R - I|, entrywise.
 template <typename T>
 PFP_HD T orthonormality_error(const T* R) {
@@ -260,13 +250,13 @@ PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R, const Pose<T>* fou
 // sorted by error, each with its optimal translation. Returns their number (0 when the
 // problem has no valid rays). `ferr` receives their object-space errors.
 template <typename T, typename Acc>
-PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
-  T Kinv[9];
-  if (!inv3(K, Kinv)) return 0;
+PFP_HD int object_space_minima(Acc& acc, const Camera<T>& cam, Pose<T>* mins, T* ferr) {
+  RayMap<T> rays;
+  if (!cam.prepare_rays(rays)) return 0;
   T mean[3];
   acc.centroid(mean);
   OmegaAccum<T> om;
-  acc.omega(mean, Kinv, om);
+  acc.omega(mean, rays, om);
   T Omega[81], P[27];
   if (!omega_finish(om, Omega, P)) return 0;
   if constexpr (has_parallel_starts<Acc>::value) acc.descend_starts(Omega);
@@ -299,17 +289,69 @@ PFP_HD int object_space_minima(Acc& acc, const T* K, Pose<T>* mins, T* ferr) {
   return n;
 }
 
-// Solve one problem. `K` row-major 3x3; `init` may be null.
-//
-// Starting poses: the user's init if it puts every point in front of the camera; else the
-// front-facing object-space minima whose error is within a factor 4 of the best front-facing
-// one (up to kMaxCandidates; small-N and planar problems have several comparable minima,
-// e.g. the planar two-fold ambiguity). Each is refined by LM and the lowest cost wins. A
-// problem whose best object-space fit puts the points behind the camera, 100x better than
-// any front-facing fit, is reported DEGENERATE (with the best front-facing pose).
+// The initialiser seam: where the LM starts. kStartGiven is one pose from the caller (the
+// user's init; a robust estimator's best hypothesis), kStartGlobal the object-space minima.
+// A given start that puts a point behind the camera falls back to the global start.
+enum StartSource : int32_t { kStartGiven = 0, kStartGlobal = 1 };
+
 template <typename T, typename Acc>
-PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const SolverParams<T>& prm,
-                          ProblemResult<T>& res) {
+PFP_HD int starting_poses(Acc& acc, const Camera<T>& cam, StartSource src, const Pose<T>* given,
+                          Pose<T>* starts, T* ferr) {
+  if (src == kStartGlobal) return object_space_minima(acc, cam, starts, ferr);
+  starts[0] = *given;
+  ferr[0] = T(0);
+  return 1;
+}
+
+// The best LM result over a list of starts.
+template <typename T>
+struct Candidate {
+  bool have = false;    // some start could be refined (it had every point in front)
+  bool conv = false;    // its LM converged
+  bool behind = false;  // the observations fit far better with the points behind the camera
+  Pose<T> pose;
+  T cost = T(0);
+};
+
+// Refine the starts by LM and keep the lowest cost: the first start that puts every point in
+// front, then those whose object-space error is within a factor 4 of it (up to
+// kMaxCandidates; small-N and planar problems have several comparable minima, e.g. the planar
+// two-fold ambiguity). For global starts, a problem whose best object-space fit puts the
+// points behind the camera, 100x better than any front-facing fit, is flagged `behind`.
+template <typename T, typename Acc>
+PFP_HD void refine_starts(Acc& acc, const SolverParams<T>& prm, const Pose<T>* starts,
+                          const T* ferr, int n_starts, bool global, int n_active,
+                          Candidate<T>& best, int32_t& iters) {
+  int used = 0;
+  T limit = T(0);
+  for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
+    if (used > 0 && ferr[c] > limit) break;
+    Pose<T> pose = starts[c];
+    NormalEq<T> eq;
+    if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;  // behind camera
+    if (used == 0) {
+      limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
+      // Below 6 points a spurious behind-camera fit can be that good by chance.
+      best.behind = global && n_active >= 6 &&
+                    T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n_starts - 1]) < ferr[c];
+    }
+    ++used;
+    const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, iters);
+    if (!best.have || eq.cost < best.cost) {
+      best.have = true;
+      best.pose = pose;
+      best.cost = eq.cost;
+      best.conv = conv;
+    }
+  }
+}
+
+// Solve one problem; `init` may be null. The starts are the user's init if it puts every
+// point in front of the camera, else the global start (see refine_starts). A problem with no
+// front-facing start, or flagged `behind`, is DEGENERATE.
+template <typename T, typename Acc>
+PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
+                          const SolverParams<T>& prm, ProblemResult<T>& res) {
   for (int i = 0; i < 9; ++i) res.pose.R[i] = (i % 4 == 0) ? T(1) : T(0);
   for (int i = 0; i < 3; ++i) res.pose.t[i] = T(0);
   for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
@@ -317,66 +359,38 @@ PFP_HD void solve_problem(Acc& acc, const T* K, const Pose<T>* init, const Solve
   res.iterations = 0;
   res.status = kInvalidInput;
   int n_active = 0;
-  if (!acc.check(n_active) || n_active < 4 || !k_is_valid(K)) return;
+  if (!acc.check(n_active) || n_active < 4 || !cam.valid()) return;
+  Pose<T> given;
+  if (init != nullptr) {
+    given = *init;
+    if (!prepare_init(given)) return;
+  }
 
   Pose<T> starts[kNumStarts];
   T ferr[kNumStarts];
-  int n_starts = 0;
-  if (init != nullptr) {
-    starts[0] = *init;
-    if (!prepare_init(starts[0])) return;
-    ferr[0] = T(0);
-    n_starts = 1;
-  }
-  bool have = false, best_conv = false, behind = false;
-  Pose<T> best;
-  T best_cost = T(0);
+  Candidate<T> best;
   int32_t total_iters = 0;
-  for (int pass = 0; pass < 2 && !have; ++pass) {
-    // An init with points behind the camera cannot start the LM: fall back to the global
-    // initialisation, as for no init.
-    const bool init_failed_or_absent = pass == 1 || n_starts == 0;
-    if (init_failed_or_absent) n_starts = object_space_minima(acc, K, starts, ferr);
-    int used = 0;
-    T limit = T(0);
-    for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
-      if (used > 0 && ferr[c] > limit) break;
-      Pose<T> pose = starts[c];
-      NormalEq<T> eq;
-      if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;  // behind camera
-      if (used == 0) {
-        limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
-        // The observations are explained far better with the points behind the camera
-        // (e.g. a mirrored scene): no front-facing pose fits them, say so. Below 6 points a
-        // spurious behind-camera fit can be that good by chance.
-        behind = init_failed_or_absent && n_active >= 6 && T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n_starts - 1]) < ferr[c];
-      }
-      ++used;
-      const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, total_iters);
-      if (!have || eq.cost < best_cost) {
-        have = true;
-        best = pose;
-        best_cost = eq.cost;
-        best_conv = conv;
-      }
-    }
-    if (init == nullptr) break;
+  for (int src = init != nullptr ? kStartGiven : kStartGlobal; src <= kStartGlobal && !best.have;
+       ++src) {
+    const int n = starting_poses(acc, cam, StartSource(src), &given, starts, ferr);
+    refine_starts(acc, prm, starts, ferr, n, src == kStartGlobal, n_active, best, total_iters);
   }
   res.iterations = total_iters;
   res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite
-  if (!have) return;
+  if (!best.have) return;
 
   NormalEq<T> ex;
-  if (best_conv)
-    best_conv = finish_to_tolerance(acc, prm, best, ex, total_iters);
+  bool conv = best.conv;
+  if (conv)
+    conv = finish_to_tolerance(acc, prm, best.pose, ex, total_iters);
   else
-    acc.normal_eq(best, true, ex);
+    acc.normal_eq(best.pose, true, ex);
   res.iterations = total_iters;
-  res.pose = best;
+  res.pose = best.pose;
   res.cost = ex.cost;
   const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
   // Not converged takes precedence: away from a minimum the Hessian says nothing.
-  res.status = !best_conv ? kMaxIterations : (definite && !behind ? kConverged : kDegenerate);
+  res.status = !conv ? kMaxIterations : (definite && !best.behind ? kConverged : kDegenerate);
   // Only a converged problem has a covariance (and gradients).
   if (res.status != kConverged)
     for (int i = 0; i < 36; ++i) res.cov[i] = T(0);

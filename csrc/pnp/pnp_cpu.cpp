@@ -21,7 +21,7 @@ struct CpuAccumulator {
   const scalar_t* X;  // (N,3)
   const scalar_t* x;  // (N,2)
   const scalar_t* w;  // (N,2)
-  const double* K;
+  pfp::Camera<double> cam;
   int64_t N;
   pfp::Robust<double> rob;
 
@@ -57,15 +57,14 @@ struct CpuAccumulator {
     for (int k = 0; k < 3; ++k) mean[k] = s[k] / ws;
   }
 
-  void omega(const double* mean, const double* Kinv, OmegaAccum<double>& acc) const {
+  void omega(const double* mean, const pfp::RayMap<double>& rays, OmegaAccum<double>& acc) const {
     acc.zero();
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);
       if (!o.active()) continue;
       double Xr[3], m[3];
       for (int k = 0; k < 3; ++k) Xr[k] = o.X[k] - mean[k];
-      const double xh[3] = {o.x[0], o.x[1], 1.0};
-      pfp::matvec3(Kinv, xh, m);
+      pfp::Camera<double>::ray(rays, o.x, m);
       pfp::add_point_omega(Xr, m, 0.5 * (o.w[0] + o.w[1]), acc);
     }
   }
@@ -76,7 +75,7 @@ struct CpuAccumulator {
       const auto o = load(i);
       if (!o.active()) continue;
       PointEval<double> e;
-      if (!pfp::eval_point(P, K, o, e)) return false;
+      if (!pfp::eval_point(P, cam, o, e)) return false;
       pfp::add_point_normal_eq(e, o, rob, exact, acc);
     }
     acc.symmetrize();
@@ -105,10 +104,10 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
     const auto a = pyfacepnp::forward_args<scalar_t>(in, out, prm);
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const double* K = a.K + 9 * b;
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, K, N,
+        const pfp::Camera<double> cam{a.K + 9 * b};
+        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
                                      prm.rob};
-        pfp::forward_problem(acc, a, b, K, 0, 1);
+        pfp::forward_problem(acc, a, b, cam, 0, 1);
       }
     });
   });
@@ -133,9 +132,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cp
     const auto a = pyfacepnp::backward_args<scalar_t>(in, out, rob);
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const double* K = a.K + 9 * b;
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, K, N, rob};
-        pfp::backward_problem(acc, a, b, K, 0, 1);
+        const pfp::Camera<double> cam{a.K + 9 * b};
+        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N, rob};
+        pfp::backward_problem(acc, a, b, cam, 0, 1);
       }
     });
   });

@@ -64,7 +64,7 @@ struct WarpAccumulator {
   const scalar_t* __restrict__ X;  // (N,3)
   const scalar_t* __restrict__ x;  // (N,2)
   const scalar_t* __restrict__ w;  // (N,2)
-  const double* K;                 // row-major 3x3, per-thread copy
+  pfp::Camera<double> cam;         // its parameters: a per-thread copy
   int64_t N;
   int lane;
   pfp::Robust<double> rob;
@@ -109,7 +109,7 @@ struct WarpAccumulator {
     for (int k = 0; k < 3; ++k) mean[k] = warp_sum(s[k]) / ws;
   }
 
-  __device__ __noinline__ void omega(const double* mean, const double* Kinv,
+  __device__ __noinline__ void omega(const double* mean, const pfp::RayMap<double>& rays,
                                      OmegaAccum<double>& acc) const {
     acc.zero();
     for (int64_t i = lane; i < N; i += kWarp) {
@@ -118,8 +118,7 @@ struct WarpAccumulator {
       double Xr[3], m[3];
 #pragma unroll
       for (int k = 0; k < 3; ++k) Xr[k] = o.X[k] - mean[k];
-      const double xh[3] = {o.x[0], o.x[1], 1.0};
-      pfp::matvec3(Kinv, xh, m);
+      pfp::Camera<double>::ray(rays, o.x, m);
       pfp::add_point_omega(Xr, m, 0.5 * (o.w[0] + o.w[1]), acc);
     }
 #pragma unroll
@@ -146,7 +145,7 @@ struct WarpAccumulator {
       if (i + kWarp < N) next = load(i + kWarp);
       if (!o.active()) continue;
       PointEval<double> e;
-      if (!pfp::eval_point(P, K, o, e)) {
+      if (!pfp::eval_point(P, cam, o, e)) {
         in_front = false;
         continue;
       }
@@ -191,7 +190,7 @@ __device__ WarpAccumulator<scalar_t> warp_accumulator(const scalar_t* X, const s
   acc.X = X + 3 * b * N;
   acc.x = x + 2 * b * N;
   acc.w = w + 2 * b * N;
-  acc.K = K;
+  acc.cam = pfp::Camera<double>{K};
   acc.N = N;
   acc.lane = lane;
   acc.rob = rob;
@@ -205,7 +204,7 @@ __device__ void solve_one(const pfp::PnPForwardArgs<scalar_t>& a, int64_t b, int
   for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
   auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
   // Every lane holds the same result: the lanes share the writes.
-  pfp::forward_problem(acc, a, b, K, lane, kWarp);
+  pfp::forward_problem(acc, a, b, acc.cam, lane, kWarp);
 }
 
 template <typename scalar_t, int kMinWarpsPerSM>
@@ -225,7 +224,7 @@ __device__ void backward_one(const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b,
 #pragma unroll
   for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
   const auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.rob);
-  pfp::backward_problem(acc, a, b, K, lane, kWarp);
+  pfp::backward_problem(acc, a, b, acc.cam, lane, kWarp);
 }
 
 template <typename scalar_t>
