@@ -178,6 +178,43 @@ def make_config(preset: str = "cpu", overrides: dict | None = None, **top) -> Ru
     return cfg
 
 
+# Fields a resumed run may change: the stages' step counts (a finished stage trains on to a
+# larger count) and bookkeeping that changes nothing that is computed (where the run and
+# the data cache live, threads, logging and checkpoint intervals).
+RESUME_MAY_DIFFER = frozenset({
+    "train.detector_steps", "train.stage1_steps", "train.stage2_steps",
+    "name", "out_dir", "threads", "data.cache_dir", "data.render_workers", "train.log_every",
+    "train.checkpoint_every",
+})
+
+
+def config_differences(old: dict, new: dict, ignore=frozenset()) -> list[tuple[str, Any, Any]]:
+    """``(dotted field, old value, new value)`` for every field where two
+    :meth:`RunConfig.to_dict` dictionaries differ, except the fields in ``ignore``.
+
+    Both are resolved through :meth:`RunConfig.from_dict` first, so a field missing from
+    an older dictionary counts as its default and values compare after coercion.
+
+    Example:
+        >>> a, b = make_config("quick"), make_config("quick", {"train.lr": 1e-3})
+        >>> config_differences(a.to_dict(), b.to_dict())
+        [('train.lr', 0.002, 0.001)]
+    """
+    flat = [_flatten(RunConfig.from_dict(d).to_dict()) for d in (old, new)]
+    return [(k, flat[0].get(k), flat[1].get(k)) for k in sorted(set(flat[0]) | set(flat[1]))
+            if k not in ignore and flat[0].get(k) != flat[1].get(k)]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def set_dotted(cfg: RunConfig, dotted: str, value: Any) -> None:
     """Set ``cfg.<section>.<field>`` (or a top-level field) from a value or its string."""
     parts = dotted.split(".")

@@ -121,3 +121,27 @@ def test_eval_on_a_wcpa_format_folder(quick_demo, tmp_path, capsys):
     assert code == 0, err[-3000:]
     ev = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert ev["n"] == 3 and all(np.isfinite(ev["methods"][m]["wcpa"]) for m in ("baseline", "a", "b", "c"))
+
+
+def test_train_resume_with_more_steps_finishes_and_a_changed_config_is_refused(tmp_path, capsys):
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config(tmp_path, "cli-resume")
+    cfg.save(str(tmp_path / "cfg.json"))
+    base = ("train", "--config", str(tmp_path / "cfg.json"))
+    code, out, err = cli_main(capsys, *base)
+    assert code == 0 and "model bundle" in out, err[-3000:]
+    # A finished run resumed with a larger step count trains to it (it used to print
+    # "training stopped before the end; continue with --resume" and exit 0, forever).
+    for _ in range(2):
+        code, out, err = cli_main(capsys, *base, "--train.stage2_steps", "6", "--resume")
+        assert code == 0 and "model bundle" in out and "training stopped" not in out, out + err[-3000:]
+    from pyfacepnp.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(os.path.join(cfg.run_dir, "checkpoints", "stage2.pt"))
+    assert ck["done"] and ck["step"] == 6
+    code, out, err = cli_main(capsys, *base, "--train.stage2_steps", "6", "--resume", "--train.lr", "0.01",
+                              "--data.crop_size", "48")
+    assert code == 2 and "cannot resume" in err
+    assert "train.lr: 0.002 in the checkpoint, 0.01 now" in err
+    assert "data.crop_size: 32 in the checkpoint, 48 now" in err

@@ -296,3 +296,82 @@ def test_geometric_jitter_recrops_consistently_with_the_affine():
     direct = warp_image(frame, out["crop_affine"], 64) * 255
     inner = np.s_[:, :, 12:-12, 12:-12]  # away from the zero-padded border of the re-crop
     assert (out["crop"].float()[inner] - direct[inner]).abs().mean() < 2.0
+
+
+# ---------------------------------------------------------------- resume: more steps, other configs, temporaries
+def _leave_interrupted_checkpoint(target):
+    """A process killed while save_atomic writes ``target``: its temporary stays behind."""
+    code = ("import os, torch\nfrom pyfacepnp.train import checkpoint as c\n"
+            "os.replace = lambda *a: os._exit(3)\n"
+            f"c.save_atomic({{'w': torch.zeros(500000)}}, {str(target)!r})\n")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr.decode()[-2000:]
+    left = [p for p in os.listdir(os.path.dirname(target)) if p.startswith(".tmp-")]
+    assert len(left) == 1 and os.path.getsize(os.path.join(os.path.dirname(target), left[0])) > 1_000_000
+    return os.path.join(os.path.dirname(target), left[0])
+
+
+def test_resume_with_more_steps_trains_on_and_cleans_temporaries(tmp_path):
+    from pyfacepnp.train.stages import run_training
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, "grow")
+    first = run_training(cfg, info=DistInfo())
+    stage1_before = _params(first["stage1"])
+    ck_dir = os.path.join(cfg.run_dir, "checkpoints")
+    leftovers = [_leave_interrupted_checkpoint(os.path.join(ck_dir, "stage1.pt")),
+                 _leave_interrupted_checkpoint(os.path.join(cfg.run_dir, "model.pt"))]
+    decoys = [os.path.join(cfg.run_dir, n) for n in (".tmp-notes.txt", ".tmp-abcd1234.pt.bak", "keep.pt")]
+    decoys.append(os.path.join(ck_dir, ".tmp-abc.pt"))  # not what mkstemp names
+    for d in decoys:
+        open(d, "w").close()
+    os.makedirs(os.path.join(cfg.run_dir, ".tmp-dir12345.pt"))
+
+    cfg.train.stage1_steps, cfg.train.stage2_steps = 8, 6  # larger counts on a finished run
+    out = run_training(cfg, resume=True, info=DistInfo())
+    assert not out.get("stopped") and os.path.isfile(out["model"])
+    st = out["stages"]
+    assert st["detector"].get("skipped") and st["detector"]["steps"] == 4
+    assert (st["stage1"]["start"], st["stage1"]["steps"]) == (6, 8)
+    assert (st["stage2"]["start"], st["stage2"]["steps"]) == (0, 6)  # retrained from the new stage 1
+    for name, steps in (("stage1", 8), ("stage2", 6)):
+        ck = load_checkpoint(os.path.join(ck_dir, f"{name}.pt"))
+        assert ck["done"] and ck["step"] == steps
+    after = _params(out["stage1"])
+    assert any(not torch.equal(stage1_before[k], after[k]) for k in after if after[k].is_floating_point())
+    import csv
+    with open(os.path.join(cfg.run_dir, "stage1_log.csv")) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6, 8]
+    assert not any(os.path.exists(p) for p in leftovers)
+    assert all(os.path.exists(d) for d in decoys) and os.path.isdir(os.path.join(cfg.run_dir, ".tmp-dir12345.pt"))
+    # resumed again with the same counts: every stage is finished, nothing trains
+    again = run_training(cfg, resume=True, info=DistInfo())
+    assert all(s.get("skipped") for s in again["stages"].values()) and not again.get("stopped")
+    for k, v in _params(again["stage2"]).items():
+        assert torch.equal(v, _params(out["stage2"])[k]), k
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    from pyfacepnp.train.checkpoint import check_resume_config
+    from pyfacepnp.train.stages import run_training
+
+    cfg = tiny_config(tmp_path, "fixed")
+    path = os.path.join(cfg.run_dir, "checkpoints", "detector.pt")
+    save_atomic({"stage": "detector", "step": 2, "done": False, "model": {}, "optimizer": {},
+                 "config": cfg.to_dict()}, path)
+    other = tiny_config(tmp_path, "fixed", lr=1e-3, stage1_steps=50)
+    set_dotted(other, "model.widths", "8,16")
+    with pytest.raises(ValueError) as err:
+        run_training(other, resume=True, info=DistInfo())
+    msg = str(err.value)
+    assert "train.lr: 0.002 in the checkpoint, 0.001 now" in msg and "model.widths: [8, 8]" in msg
+    assert "detector.pt" in msg and "stage1_steps" not in msg
+    assert not os.path.exists(os.path.join(cfg.run_dir, "config.json"))  # refused before touching the run
+    # step counts and bookkeeping may change
+    ok = tiny_config(tmp_path, "fixed", detector_steps=9, stage2_steps=7, log_every=1, checkpoint_every=3)
+    ok.threads, ok.data.render_workers = 1, 2
+    check_resume_config(ok, [path])
+    save_atomic({"step": 2, "model": {}}, path)
+    with pytest.raises(ValueError, match="holds no configuration"):
+        check_resume_config(ok, [path])

@@ -58,9 +58,12 @@ def run_stage(stage: Stage, cfg: RunConfig, source, info: DistInfo, resume: bool
 
     Checkpoints (model, optimizer, step) are written atomically every
     ``train.checkpoint_every`` steps and at the end to ``<run>/checkpoints/<stage>.pt``.
-    With ``resume`` the stage continues from its checkpoint at the exact step it reached
-    (a finished stage is skipped). ``stop_after`` ends the stage early after that many
-    steps in total (used to test resuming), writing a checkpoint there.
+    With ``resume`` the stage continues from its checkpoint at the exact step it reached.
+    A finished stage is skipped when it reached ``stage.steps``; given a larger step count
+    it trains on from its last step to the new count (with the learning-rate schedule of
+    the new count, so not bit-identical to a run started with that count).
+    ``stop_after`` ends the stage early after that many steps in total (used to test
+    resuming), writing a checkpoint there.
     """
     tc = cfg.train
     device = info.device
@@ -73,7 +76,7 @@ def run_stage(stage: Stage, cfg: RunConfig, source, info: DistInfo, resume: bool
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start = int(ck["step"])
-        if ck.get("done", False):
+        if ck.get("done", False) and start >= stage.steps:
             return {"stage": stage.name, "steps": start, "resumed": True, "skipped": True}
     wrapped: nn.Module = model
     if info.distributed:

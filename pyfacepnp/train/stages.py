@@ -25,10 +25,12 @@ from pyfacepnp.models.detector import LandmarkDetector, heatmap_cross_entropy
 from pyfacepnp.models.face_net import FaceNet
 from pyfacepnp.models.pose import project_points, solve_pose
 from pyfacepnp.train import losses as L
-from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
+from pyfacepnp.train.checkpoint import check_resume_config, load_checkpoint, remove_temporaries, save_atomic
 from pyfacepnp.train.data import load_split, to_uint8
 from pyfacepnp.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from pyfacepnp.train.loop import Stage, run_stage
+from pyfacepnp.train.loop import Stage, checkpoint_path, run_stage
+
+STAGES = ("detector", "stage1", "stage2")
 
 
 def build_models(cfg: RunConfig, face_model) -> tuple[LandmarkDetector, FaceNet]:
@@ -205,6 +207,12 @@ def run_training(cfg: RunConfig, resume: bool = False, face_model=None, stop_aft
     Works in a single process or under ``torchrun`` (DDP; gloo on CPU, NCCL on GPU).
     ``stop_after`` maps a stage name to a step count at which to stop (resume tests).
 
+    With ``resume`` each stage continues from its checkpoint (an interrupted one from its
+    last step, a finished one only up to a raised step count; when stage 1 trains on,
+    stage 2 is trained again from its new weights); a configuration that differs from a
+    checkpoint's in more than the step counts is refused (:func:`check_resume_config`).
+    Leftover checkpoint temporaries of the run folder are deleted on every start.
+
     Returns:
         dict with each stage's summary and the path of the model bundle.
     """
@@ -218,10 +226,14 @@ def run_training(cfg: RunConfig, resume: bool = False, face_model=None, stop_aft
 
 
 def _run_training(cfg, resume, face_model, stop_after, info):
+    if resume:
+        check_resume_config(cfg, [checkpoint_path(cfg.run_dir, stage) for stage in STAGES])
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if info.is_main:
         os.makedirs(cfg.run_dir, exist_ok=True)
+        for folder in (cfg.run_dir, os.path.dirname(checkpoint_path(cfg.run_dir, STAGES[0]))):
+            remove_temporaries(folder)
         cfg.save(os.path.join(cfg.run_dir, "config.json"))
     face_model = face_model or default_face_model()
     train = load_split(cfg.data, "train", info)
@@ -246,9 +258,11 @@ def _run_training(cfg, resume, face_model, stop_after, info):
     if any(s["steps"] < _steps(cfg, s["stage"]) for s in summaries.values()):
         return {"stages": summaries, "stopped": True}
     net2 = copy.deepcopy(net)
+    # Stage 2 fine-tunes stage 1's weights: a checkpoint of it predates stage-1 steps trained now.
+    stage1_trained = summaries["stage1"]["steps"] > summaries["stage1"].get("start", summaries["stage1"]["steps"])
     summaries["stage2"] = run_stage(Stage("stage2", net2, cfg.train.stage2_steps, cfg.train.stage2_lr,
                                           make_stage2_loss(cfg, edges)),
-                                    cfg, train, info, resume, stop_after.get("stage2"))
+                                    cfg, train, info, resume and not stage1_trained, stop_after.get("stage2"))
     if summaries["stage2"]["steps"] < cfg.train.stage2_steps:
         return {"stages": summaries, "stopped": True}
     # (A stage skipped on resume loaded its finished weights inside run_stage.)
