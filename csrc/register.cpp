@@ -18,6 +18,15 @@ TORCH_LIBRARY(pyfacepnp, m) {
       "Tensor points2d, Tensor K, Tensor weights, Tensor state, Tensor status, "
       "str loss, float huber_delta) -> "
       "(Tensor grad_points3d, Tensor grad_points2d, Tensor grad_K, Tensor grad_weights)");
+  // Batched LO-RANSAC PnP (csrc/common/pnp_ransac.h): the solve_pnp outputs of the finish on
+  // the final inlier set, then inliers (B,N) bool, num_inliers (B) and trials (B) int32. Its
+  // backward is solve_pnp_backward with the weights masked by the inliers.
+  m.def(
+      "solve_pnp_ransac(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, str loss, "
+      "float loss_scale, float threshold, float confidence, int max_trials, int seed, "
+      "int max_iterations, float tolerance) -> (Tensor R, Tensor t, Tensor cost, "
+      "Tensor iterations, Tensor status, Tensor covariance, Tensor state, Tensor inliers, "
+      "Tensor num_inliers, Tensor trials)");
   // Affine warp of 2D points: points (B,N,2), affine (B,2,3) -> (B,N,2).
   m.def("warp_points(Tensor points, Tensor affine) -> Tensor");
   m.def(

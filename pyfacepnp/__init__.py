@@ -1,22 +1,32 @@
 """pyfacepnp: batched differentiable Perspective-n-Point for PyTorch, and an end-to-end
 face reconstruction pipeline built on it.
 
-The ops (``solve_pnp``, ``warp_points``) are compiled C++/CUDA kernels registered under
+The ops (``solve_pnp``, ``solve_pnp_ransac``, ``warp_points``) are compiled C++/CUDA kernels registered under
 ``torch.ops.pyfacepnp``; this package adds input checking, broadcasting, autograd and
 fake (meta) kernels so they work with ``torch.compile``.
 """
 
 from pyfacepnp._ext import build_info
-from pyfacepnp.ops import PnPResult, PnPStatus, invert_affine, solve_pnp, warp_points
+from pyfacepnp.ops import (
+    PnPResult,
+    PnPStatus,
+    RansacResult,
+    invert_affine,
+    solve_pnp,
+    solve_pnp_ransac,
+    warp_points,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PnPResult",
     "PnPStatus",
+    "RansacResult",
     "build_info",
     "invert_affine",
     "solve_pnp",
+    "solve_pnp_ransac",
     "warp_points",
     "__version__",
 ]

@@ -30,6 +30,23 @@ def _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, _g_iter, _g_status, _g_c
     return gX, gx, gK, gw, None, None, None, None, None, None
 
 
+def _ransac_setup(ctx, inputs, output):
+    points3d, points2d, K, weights, loss, loss_scale, *_options = inputs
+    *_pose, iterations, status, cov, state, inliers, num_inliers, trials = output
+    # The implicit backward of the final solve, with the inlier set held fixed: solve_pnp's
+    # backward on the weights masked by the inliers.
+    masked = weights * inliers.unsqueeze(-1).to(weights.dtype)
+    ctx.save_for_backward(points3d, points2d, K, masked, state, status)
+    ctx.loss = loss
+    ctx.huber_delta = loss_scale
+    ctx.mark_non_differentiable(iterations, status, cov, state, inliers, num_inliers, trials)
+
+
+def _ransac_backward(ctx, grad_R, grad_t, grad_cost, *_non_differentiable):
+    grads = _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, None, None, None, None)
+    return grads[:4] + (None,) * 8
+
+
 def _warp_setup(ctx, inputs, output):
     points, affine = inputs
     ctx.save_for_backward(points, affine)
@@ -43,6 +60,9 @@ def _warp_backward(ctx, grad_out):
 
 torch.library.register_autograd("pyfacepnp::solve_pnp", _solve_pnp_backward, setup_context=_solve_pnp_setup)
 torch.library.register_autograd("pyfacepnp::warp_points", _warp_backward, setup_context=_warp_setup)
+torch.library.register_autograd(
+    "pyfacepnp::solve_pnp_ransac", _ransac_backward, setup_context=_ransac_setup
+)
 
 
 def _no_double_backward(name):

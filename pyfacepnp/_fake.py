@@ -25,6 +25,16 @@ def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_
     )
 
 
+@torch.library.register_fake("pyfacepnp::solve_pnp_ransac")
+def _solve_pnp_ransac_fake(points3d, points2d, K, weights, loss, loss_scale, threshold,
+                           confidence, max_trials, seed, max_iterations, tolerance):
+    B, N = points3d.shape[:2]
+    pose = _solve_pnp_fake(points3d, points2d, K, weights, None, None, loss, loss_scale,
+                           max_iterations, tolerance)
+    return (*pose, points3d.new_empty((B, N), dtype=torch.bool),
+            points3d.new_empty((B,), dtype=torch.int32), points3d.new_empty((B,), dtype=torch.int32))
+
+
 @torch.library.register_fake("pyfacepnp::solve_pnp_backward")
 def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, state,
                              status, loss, huber_delta):
@@ -44,3 +54,13 @@ def _warp_points_fake(points, affine):
 @torch.library.register_fake("pyfacepnp::warp_points_backward")
 def _warp_points_backward_fake(grad_out, points, affine):
     return torch.empty_like(points), torch.empty_like(affine)
+
+
+@torch.library.register_fake("pyfacepnp::render_mesh")
+def _render_mesh_fake(vertices, faces, texcoords, texture, K, background, lights, material):
+    h, w = background.shape[0], background.shape[1]
+    return (
+        background.new_empty((h, w, 3)),
+        background.new_empty((h, w)),
+        background.new_empty((h, w), dtype=torch.int64),
+    )

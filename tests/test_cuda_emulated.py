@@ -249,7 +249,7 @@ def test_emulated_kernels_match_cpu(emulated, case, dtype):
     family, count, n, noise, loss, outliers = case
     X, x, K, w = family_batch(family, count, n, noise=noise, seed=3, outliers=outliers)
     emu = emulated_solve(emulated, X, x, K, w, dtype, loss=loss, huber_delta=2.0)
-    cpu = solve_with_grads(X, x, K, w, "cpu", dtype, loss=loss, huber_delta=2.0)
+    cpu = solve_with_grads(X, x, K, w, "cpu", dtype, loss=loss, loss_scale=2.0)
     assert_agree(emu, cpu, dtype, f"emulated {family}")
 
 

@@ -125,7 +125,7 @@ CASES = [  # (family, count, N, noise, loss, outlier fraction)
 def test_cuda_matches_cpu(case, dtype):
     family, count, n, noise, loss, outliers = case
     X, x, K, w = family_batch(family, count, n, noise=noise, seed=3, outliers=outliers)
-    kw = dict(loss=loss, huber_delta=2.0)
+    kw = dict(loss=loss, loss_scale=2.0)
     cuda = solve_with_grads(X, x, K, w, DEVICE, dtype, **kw)
     cpu = solve_with_grads(X, x, K, w, "cpu", dtype, **kw)
     assert_agree(cuda, cpu, dtype, f"{family} N={n} {loss}")
@@ -191,7 +191,7 @@ def test_gradcheck_cuda_float64(loss, seed):
 
     def fn(X, x, Ktop, w):
         Kf = torch.cat([Ktop, last.expand(Ktop.shape[0], 1, 3)], -2)
-        res = pyfacepnp.solve_pnp(X, x, Kf, w, loss=loss, huber_delta=2.0)
+        res = pyfacepnp.solve_pnp(X, x, Kf, w, loss=loss, loss_scale=2.0)
         assert bool(res.converged.all()), res.status
         return res.R, res.t, res.cost
 
@@ -283,9 +283,9 @@ def test_large_batch_sample_matches_cpu():
 def test_register_capped_forward_kernel_agrees(monkeypatch):
     """The forward kernel compiled for 16 resident problems per SM gives the same answers."""
     X, x, K, w = (a.to(DEVICE) for a in family_batch("face", 32, 300, seed=13))
-    default = pyfacepnp.solve_pnp(X, x, K, w, loss="huber", huber_delta=2.0)
+    default = pyfacepnp.solve_pnp(X, x, K, w, loss="huber", loss_scale=2.0)
     monkeypatch.setenv("PYFACEPNP_CUDA_PNP_WARPS_PER_SM", "16")
-    capped = pyfacepnp.solve_pnp(X, x, K, w, loss="huber", huber_delta=2.0)
+    capped = pyfacepnp.solve_pnp(X, x, K, w, loss="huber", loss_scale=2.0)
     assert torch.equal(capped.status, default.status)
     assert rel_err(capped.R.cpu(), default.R.cpu()) < 1e-12 and rel_err(capped.t.cpu(), default.t.cpu()) < 1e-12
     monkeypatch.setenv("PYFACEPNP_CUDA_PNP_WARPS_PER_SM", "3")

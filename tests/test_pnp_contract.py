@@ -151,7 +151,7 @@ def test_contract_holds_and_bad_problem_stays_in_its_place(seed, dtype, kind, ex
         exponent = float(np.clip(exponent, -45, 38))
     problems[position] = make_bad(kind, problems[position], rng, dtype, exponent)
     X, x, K, w = to_tensors(problems, dtype)
-    opts = dict(loss=loss, huber_delta=10.0 ** float(np.clip(huber_exp, -150, 150)),
+    opts = dict(loss=loss, loss_scale=10.0 ** float(np.clip(huber_exp, -150, 150)),
                 max_iterations=max_iterations)
     init = None
     if init_kind != "none":
@@ -341,7 +341,7 @@ def test_init_rotation_rounded_to_float32_is_accepted_and_result_is_a_rotation()
     (1e-320, ValueError, r"huber_delta must be in \[1e-150, 1e\+150\], got 1e-320"),
     (math.inf, ValueError, r"huber_delta must be in \[1e-150, 1e\+150\], got inf"),
     (math.nan, ValueError, r"huber_delta must be positive, got nan"),
-    (None, TypeError, r"huber_delta must be a real number, got NoneType None"),
+    ("2", TypeError, r"huber_delta must be a real number, got str '2'"),
     (True, TypeError, r"huber_delta must be a real number, got bool"),
 ])
 def test_huber_delta_outside_its_range_is_a_clear_error(delta, err, match):
@@ -357,12 +357,23 @@ def test_huber_delta_outside_its_range_is_a_clear_error(delta, err, match):
     (dict(max_iterations=2**63), ValueError, r"max_iterations must be in \[1, 100000\], got 9223372036854775808"),
     (dict(max_iterations=True), TypeError, r"max_iterations must be an int, got bool True"),
     (dict(max_iterations=10.0), TypeError, r"max_iterations must be an int, got float 10.0"),
-    (dict(loss=None), ValueError, r"loss must be one of \('l2', 'huber'\), got None"),
+    (dict(loss=None), ValueError, r"loss must be one of \('l2', 'huber', 'cauchy', 'geman_mcclure'\), got None"),
+    (dict(loss_scale="1"), TypeError, r"loss_scale must be a real number, got str '1'"),
+    (dict(loss_scale=1e151), ValueError, r"loss_scale must be in \[1e-150, 1e\+150\], got 1e\+151"),
+    (dict(loss_scale=1.0, huber_delta=1.0), ValueError, r"give loss_scale or its deprecated alias huber_delta, not both"),
 ])
 def test_option_errors_name_the_argument_and_value(kwargs, err, match):
     X, x, K = reported_setup()
     with pytest.raises(err, match=match):
         pyfacepnp.solve_pnp(X, x, K, **kwargs)
+
+
+def test_huber_delta_is_a_deprecated_alias_of_loss_scale():
+    X, x, K = reported_setup()
+    with pytest.warns(DeprecationWarning, match="huber_delta is deprecated: use loss_scale"):
+        old = pyfacepnp.solve_pnp(X, x, K, loss="huber", huber_delta=0.5)
+    new = pyfacepnp.solve_pnp(X, x, K, loss="huber", loss_scale=0.5)
+    assert torch.equal(old.R, new.R) and torch.equal(old.t, new.t) and torch.equal(old.cost, new.cost)
 
 
 def test_numpy_integer_options_are_accepted():

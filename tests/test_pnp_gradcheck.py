@@ -31,14 +31,14 @@ def check(fn, inputs):
     assert gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("loss", ["l2", "huber"])
+@pytest.mark.parametrize("loss", ["l2", "huber", "cauchy", "geman_mcclure"])
 @pytest.mark.parametrize("seed", range(12))
 def test_gradcheck_all_inputs_all_outputs(loss, seed):
     n = 5 + seed % 8
     X, x, Ktop, w = random_inputs(seed, n, b=1, family="minimal" if n <= 6 else "random")
 
     def fn(X, x, Ktop, w):
-        res = pyfacepnp.solve_pnp(X, x, full_K(Ktop), w, loss=loss, huber_delta=2.0)
+        res = pyfacepnp.solve_pnp(X, x, full_K(Ktop), w, loss=loss, loss_scale=2.0)
         assert bool(res.converged.all()), res.status
         return res.R, res.t, res.cost
 

@@ -124,7 +124,7 @@ def test_covariance_is_inverse_of_exact_hessian():
             p = make_problem("random", rng, n=12, noise=5.0)
             X, x, K = batch([p])
             w = torch.rand(1, 12, 2, dtype=torch.float64, generator=gen) + 0.5
-            res = pyfacepnp.solve_pnp(X, x, K, w, loss=loss, huber_delta=3.0)
+            res = pyfacepnp.solve_pnp(X, x, K, w, loss=loss, loss_scale=3.0)
             assert int(res.status[0]) == 0
 
             def E(theta):

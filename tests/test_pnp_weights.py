@@ -75,7 +75,7 @@ def test_huber_recovers_inlier_pose_with_20_percent_gross_outliers():
         inlier_w[0, out] = 0
         inl = pyfacepnp.solve_pnp(X_, x_, K_, inlier_w)
         l2 = pyfacepnp.solve_pnp(X_, x_, K_)
-        hub = pyfacepnp.solve_pnp(X_, x_, K_, loss="huber", huber_delta=2.0)
+        hub = pyfacepnp.solve_pnp(X_, x_, K_, loss="huber", loss_scale=2.0)
         assert int(hub.status[0]) == 0 and int(inl.status[0]) == 0
 
         def mahalanobis(a):
@@ -144,7 +144,7 @@ def test_huber_from_a_robust_init_with_uniform_gross_outliers():
         Rs.append(cv2.Rodrigues(rv)[0])
         ts.append(tv.ravel())
     init = (torch.tensor(np.stack(Rs)), torch.tensor(np.stack(ts)))
-    hub = pyfacepnp.solve_pnp(X, x, K, loss="huber", huber_delta=2.0, init=init)
+    hub = pyfacepnp.solve_pnp(X, x, K, loss="huber", loss_scale=2.0, init=init)
     inl = pyfacepnp.solve_pnp(X, x, K, (~out).double())
     assert (hub.status == 0).all() and (inl.status == 0).all()
     l2 = pyfacepnp.solve_pnp(X, x, K, init=init)

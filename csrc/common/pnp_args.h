@@ -48,4 +48,21 @@ struct PnPBackwardArgs {
   scalar_t* gw;            // (B, N, 2)
 };
 
+struct RansacParams {
+  double threshold2;  // squared threshold on the weighted residual norm
+  double confidence;  // stop when P(an all-inlier sample was drawn) reaches this
+  int32_t max_trials;
+  uint64_t seed;
+};
+
+// solve_pnp_ransac: the forward's arguments (no init) and its own outputs.
+template <typename scalar_t>
+struct PnPRansacArgs {
+  PnPForwardArgs<scalar_t> f;
+  RansacParams rp;
+  bool* inliers;          // (B, N), also the kernels' working inlier mask
+  int32_t* num_inliers;   // (B)
+  int32_t* trials;        // (B)
+};
+
 }  // namespace pfp

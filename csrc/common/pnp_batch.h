@@ -51,6 +51,25 @@ PFP_HD void make_representable(ProblemResult<double>& res) {
   if (!ok) set_invalid(res);
 }
 
+// Store problem b's result; the float64 state is zero unless it converged.
+template <typename scalar_t>
+PFP_HD void store_result(const PnPForwardArgs<scalar_t>& a, int64_t b,
+                         const ProblemResult<double>& res, int lane, int lanes) {
+  const bool conv = res.status == kConverged;
+  for (int i = lane; i < 9; i += lanes) a.R[9 * b + i] = scalar_t(res.pose.R[i]);
+  for (int i = lane; i < 3; i += lanes) a.t[3 * b + i] = scalar_t(res.pose.t[i]);
+  for (int i = lane; i < 36; i += lanes) a.cov[36 * b + i] = scalar_t(res.cov[i]);
+  for (int i = lane; i < kStateSize; i += lanes) {
+    const double v = i < 9 ? res.pose.R[i] : i < 12 ? res.pose.t[i - 9] : res.cov[i - 12];
+    a.state[kStateSize * b + i] = conv ? v : 0.0;
+  }
+  if (lane == 0) {
+    a.cost[b] = scalar_t(res.cost);
+    a.iterations[b] = res.iterations;
+    a.status[b] = res.status;
+  }
+}
+
 // Solve problem b with its camera (whose parameters the caller may keep close) and store
 // the result.
 template <typename scalar_t, typename Acc>
@@ -65,19 +84,7 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
   ProblemResult<double> res;
   solve_problem(acc, cam, has_init ? &init : nullptr, a.prm, res);
   make_representable<scalar_t>(res);
-  const bool conv = res.status == kConverged;
-  for (int i = lane; i < 9; i += lanes) a.R[9 * b + i] = scalar_t(res.pose.R[i]);
-  for (int i = lane; i < 3; i += lanes) a.t[3 * b + i] = scalar_t(res.pose.t[i]);
-  for (int i = lane; i < 36; i += lanes) a.cov[36 * b + i] = scalar_t(res.cov[i]);
-  for (int i = lane; i < kStateSize; i += lanes) {
-    const double v = i < 9 ? res.pose.R[i] : i < 12 ? res.pose.t[i - 9] : res.cov[i - 12];
-    a.state[kStateSize * b + i] = conv ? v : 0.0;
-  }
-  if (lane == 0) {
-    a.cost[b] = scalar_t(res.cost);
-    a.iterations[b] = res.iterations;
-    a.status[b] = res.status;
-  }
+  store_result(a, b, res, lane, lanes);
 }
 
 // The implicit backward of problem b (see docs/math.md), from the float64 state of the

@@ -16,7 +16,7 @@ enum Status : int32_t {
   kInvalidInput = 3,
 };
 
-enum LossKind : int32_t { kLossL2 = 0, kLossHuber = 1 };
+enum LossKind : int32_t { kLossL2 = 0, kLossHuber = 1, kLossCauchy = 2, kLossGemanMcClure = 3 };
 
 template <typename T>
 struct Pose {
@@ -25,7 +25,10 @@ struct Pose {
 };
 
 // The robust kernel rho(s) of a squared (weighted) residual norm s, with its first two
-// derivatives. Huber on the norm: rho = s for s <= d^2, else 2 d sqrt(s) - d^2.
+// derivatives; every kernel has rho(s) = s near 0, and c = delta is its scale:
+//   Huber (on the norm)  rho = s for s <= c^2, else 2 c sqrt(s) - c^2
+//   Cauchy               rho = c^2 log(1 + s / c^2)
+//   Geman-McClure        rho = c^2 s / (c^2 + s)            (redescending: bounded)
 template <typename T>
 struct Robust {
   int32_t kind;
@@ -36,11 +39,30 @@ struct Robust {
       rho = T(2) * delta * r - delta * delta;
       d1 = delta / r;
       d2 = -T(0.5) * delta / (s * r);
+    } else if (kind == kLossCauchy) {
+      const T c2 = delta * delta, q = T(1) / (T(1) + s / c2);
+      rho = c2 * log1p(s / c2);
+      d1 = q;
+      d2 = -q * q / c2;
+    } else if (kind == kLossGemanMcClure) {
+      const T c2 = delta * delta, q = c2 / (c2 + s);
+      rho = s * q;
+      d1 = q * q;
+      d2 = T(-2) * q * q * q / c2;
     } else {
       rho = s;
       d1 = T(1);
       d2 = T(0);
     }
+  }
+  // The coefficient of the rank-one term J^T W r r^T W J of the Gauss-Newton Hessian the LM
+  // uses: 2 rho'', raised where Cauchy and Geman-McClure would make the curvature along the
+  // residual, rho' + 2 rho'' s, negative (beyond their scale), so the LM's Hessian stays
+  // positive semi-definite. The exact Hessian (covariance, backward) keeps 2 rho''.
+  PFP_HD T gn_rank_one(T s, T d1, T d2) const {
+    if ((kind == kLossCauchy || kind == kLossGemanMcClure) && s > T(0))
+      return tmax(T(2) * d2, -d1 / s);
+    return T(2) * d2;
   }
 };
 
@@ -60,15 +82,18 @@ struct PointObs {
   }
 };
 
-// Point i of a problem's (N,3), (N,2), (N,2) arrays. A coordinate of zero weight is removed
-// exactly: its observed value is replaced by 0 so that whatever it holds (NaN, 1e300) never
-// meets the arithmetic of the weighted residual.
+// Point i of a problem's (N,3), (N,2), (N,2) arrays; `mask` (may be null) removes the points
+// where it is false, as a zero weight would (RANSAC's inlier set). A coordinate of zero
+// weight is removed exactly: its observed value is replaced by 0 so that whatever it holds
+// (NaN, 1e300) never meets the arithmetic of the weighted residual.
 template <typename T, typename S>
-PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i) {
+PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i,
+                              const bool* mask = nullptr) {
   PointObs<T> o;
+  const bool keep = mask == nullptr || mask[i];
   for (int k = 0; k < 3; ++k) o.X[k] = T(X[3 * i + k]);
   for (int k = 0; k < 2; ++k) {
-    o.w[k] = T(w[2 * i + k]);
+    o.w[k] = keep ? T(w[2 * i + k]) : T(0);
     o.x[k] = o.w[k] == T(0) ? T(0) : T(x[2 * i + k]);
   }
   return o;
@@ -151,7 +176,8 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
   for (int k = 0; k < 6; ++k) acc.g[k] += d1 * c[k];
   // J^T (rho' W + 2 rho'' W r r^T W) J: positive semi-definite for Huber (the kernel's
   // curvature across the residual direction is kept, which makes IRLS converge fast).
-  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1], c2 = T(2) * d2;
+  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
+  const T c2 = exact ? T(2) * d2 : rob.gn_rank_one(e.s, d1, d2);
   for (int i = 0; i < 6; ++i)
     for (int j = 0; j <= i; ++j)
       acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];

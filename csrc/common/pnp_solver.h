@@ -145,7 +145,15 @@ PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, N
       for (int j = 0; j < 6; ++j) s -= Hinv[6 * i + j] * ex.g[j];
       d[i] = s;
     }
-    if (step_is_small(d, pose, prm.tolerance)) return true;
+    if (step_is_small(d, pose, prm.tolerance)) {
+      // The last step is taken too: it moves the pose by at most the tolerance, onto the
+      // point where the gradient vanishes to second order (the implicit backward's
+      // assumption). `ex`, one step behind, differs from its value there by O(|d|).
+      Pose<T> last;
+      apply_step(pose, d, last);
+      pose = last;
+      return true;
+    }
     const T tn = sqrt(dot3(pose.t, pose.t));
     T size = T(0);
     for (int i = 0; i < 3; ++i) size = tmax(size, tmax(tabs(d[i]), tabs(d[3 + i]) / tn));

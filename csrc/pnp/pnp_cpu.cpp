@@ -4,7 +4,7 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
-#include "common/pnp_batch.h"
+#include "common/pnp_ransac.h"
 #include "pnp/pnp_glue.h"
 
 namespace {
@@ -24,8 +24,34 @@ struct CpuAccumulator {
   pfp::Camera<double> cam;
   int64_t N;
   pfp::Robust<double> rob;
+  bool* mask = nullptr;  // RANSAC's inlier set, (N); null for solve_pnp
+  bool use_mask = false;
 
-  PointObs<double> load(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
+  PointObs<double> load(int64_t i) const {
+    return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+  }
+  PointObs<double> load_raw(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
+
+  void msac(const Pose<double>& P, double thr2, double bound, bool write, double& score,
+            int32_t& n) const {
+    score = 0.0;
+    n = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const auto o = load_raw(i);
+      bool in = false;
+      if (o.active()) {
+        score += pfp::msac_term(P, cam, o, thr2, in);
+        n += in ? 1 : 0;
+      }
+      if (write)
+        mask[i] = in;
+      else if (score > bound)
+        return;  // cannot beat the bound any more
+    }
+  }
+  void clear_mask() const {
+    for (int64_t i = 0; i < N; ++i) mask[i] = false;
+  }
 
   template <typename F>
   void for_each_point(F&& f) const {
@@ -141,9 +167,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cp
   return out.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor, at::Tensor>
+solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
+                     const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                     double loss_scale, double threshold, double confidence, int64_t max_trials,
+                     int64_t seed, int64_t max_iterations, double tolerance) {
+  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, {}, {}, loss,
+                              loss_scale, max_iterations, tolerance);
+  pyfacepnp::check_ransac_options(threshold, confidence, max_trials);
+  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in, {}, {});
+  auto out = pyfacepnp::RansacOutputs::empty_for(in.X);
+  const int64_t B = in.X.size(0), N = in.X.size(1);
+  if (B == 0) return out.as_tuple();
+  const auto prm = pyfacepnp::solver_params(loss, loss_scale, max_iterations, tolerance);
+  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_ransac_cpu", [&] {
+    const auto ra = pyfacepnp::ransac_args<scalar_t>(in, out, prm, threshold, confidence,
+                                                     max_trials, seed);
+    const auto& a = ra.f;
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const pfp::Camera<double> cam{a.K + 9 * b};
+        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
+                                     prm.rob, ra.inliers + b * N};
+        pfp::ransac_problem(acc, ra, b, cam, 0, 1);
+      }
+    });
+  });
+  return out.as_tuple();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CPU, m) {
   m.impl("solve_pnp", &solve_pnp_cpu);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cpu);
+  m.impl("solve_pnp_ransac", &solve_pnp_ransac_cpu);
 }

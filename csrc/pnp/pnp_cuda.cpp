@@ -78,9 +78,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cu
   return out.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor, at::Tensor>
+solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
+                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                      double loss_scale, double threshold, double confidence, int64_t max_trials,
+                      int64_t seed, int64_t max_iterations, double tolerance) {
+  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, {}, {}, loss,
+                              loss_scale, max_iterations, tolerance);
+  pyfacepnp::check_ransac_options(threshold, confidence, max_trials);
+  check_cuda(points3d_in, "solve_pnp_ransac", "points3d");
+  const c10::cuda::CUDAGuard guard(points3d_in.device());
+  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in, {}, {});
+  auto out = pyfacepnp::RansacOutputs::empty_for(in.X);
+  if (in.X.size(0) == 0) return out.as_tuple();
+  const auto prm = pyfacepnp::solver_params(loss, loss_scale, max_iterations, tolerance);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_ransac_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_ransac<scalar_t>(
+        pyfacepnp::ransac_args<scalar_t>(in, out, prm, threshold, confidence, max_trials, seed),
+        stream));
+  });
+  return out.as_tuple();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CUDA, m) {
   m.impl("solve_pnp", &solve_pnp_cuda);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cuda);
+  m.impl("solve_pnp_ransac", &solve_pnp_ransac_cuda);
 }

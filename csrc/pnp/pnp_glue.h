@@ -18,10 +18,14 @@ constexpr double kPdTol = 1e-10;
 constexpr int64_t kMaxIterationsLimit = 100000;
 constexpr double kLossScaleMin = 1e-150;  // its square must be a normal double
 constexpr double kLossScaleMax = 1e150;
+constexpr int64_t kMaxTrialsLimit = 1000000;
 
 // The schema's loss string as the kernels' LossKind (the string was validated before).
 inline int32_t loss_kind(c10::string_view loss) {
-  return loss == "huber" ? pfp::kLossHuber : pfp::kLossL2;
+  if (loss == "huber") return pfp::kLossHuber;
+  if (loss == "cauchy") return pfp::kLossCauchy;
+  if (loss == "geman_mcclure") return pfp::kLossGemanMcClure;
+  return pfp::kLossL2;
 }
 
 inline pfp::Robust<double> robust(c10::string_view loss, double huber_delta) {
@@ -69,10 +73,11 @@ inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at:
     TORCH_CHECK(init_R->device() == X.device() && init_t->device() == X.device(),
                 "solve_pnp: init must be on ", X.device());
   }
-  TORCH_CHECK(loss == "l2" || loss == "huber", "solve_pnp: loss must be 'l2' or 'huber', got '",
-              loss, "'");
+  TORCH_CHECK(loss == "l2" || loss == "huber" || loss == "cauchy" || loss == "geman_mcclure",
+              "solve_pnp: loss must be 'l2', 'huber', 'cauchy' or 'geman_mcclure', got '", loss,
+              "'");
   TORCH_CHECK(huber_delta >= kLossScaleMin && huber_delta <= kLossScaleMax,
-              "solve_pnp: huber_delta must be in [", kLossScaleMin, ", ", kLossScaleMax, "], got ",
+              "solve_pnp: loss_scale (huber_delta) must be in [", kLossScaleMin, ", ", kLossScaleMax, "], got ",
               huber_delta);
   TORCH_CHECK(max_iterations >= 1 && max_iterations <= kMaxIterationsLimit,
               "solve_pnp: max_iterations must be in [1, ", kMaxIterationsLimit, "], got ",
@@ -166,6 +171,48 @@ pfp::PnPForwardArgs<scalar_t> forward_args(const ForwardInputs& in, ForwardOutpu
   a.status = out.status.data_ptr<int32_t>();
   a.cov = out.cov.data_ptr<scalar_t>();
   a.state = out.state.data_ptr<double>();
+  return a;
+}
+
+inline void check_ransac_options(double threshold, double confidence, int64_t max_trials) {
+  TORCH_CHECK(threshold > 0 && threshold <= kLossScaleMax,
+              "solve_pnp_ransac: threshold must be in (0, ", kLossScaleMax, "], got ", threshold);
+  TORCH_CHECK(confidence > 0 && confidence < 1,
+              "solve_pnp_ransac: confidence must be in (0, 1), got ", confidence);
+  TORCH_CHECK(max_trials >= 1 && max_trials <= kMaxTrialsLimit,
+              "solve_pnp_ransac: max_trials must be in [1, ", kMaxTrialsLimit, "], got ",
+              max_trials);
+}
+
+struct RansacOutputs {
+  ForwardOutputs f;
+  at::Tensor inliers, num_inliers, trials;
+  static RansacOutputs empty_for(const at::Tensor& X) {
+    const int64_t B = X.size(0), N = X.size(1);
+    const auto opts = X.options();
+    return {ForwardOutputs::empty_for(X), at::empty({B, N}, opts.dtype(at::kBool)),
+            at::empty({B}, opts.dtype(at::kInt)), at::empty({B}, opts.dtype(at::kInt))};
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+             at::Tensor, at::Tensor, at::Tensor>
+  as_tuple() const {
+    return {f.R, f.t, f.cost, f.iterations, f.status, f.cov, f.state, inliers, num_inliers, trials};
+  }
+};
+
+template <typename scalar_t>
+pfp::PnPRansacArgs<scalar_t> ransac_args(const ForwardInputs& in, RansacOutputs& out,
+                                         const pfp::SolverParams<double>& prm, double threshold,
+                                         double confidence, int64_t max_trials, int64_t seed) {
+  pfp::PnPRansacArgs<scalar_t> a;
+  a.f = forward_args<scalar_t>(in, out.f, prm);
+  a.rp.threshold2 = threshold * threshold;
+  a.rp.confidence = confidence;
+  a.rp.max_trials = int32_t(max_trials);
+  a.rp.seed = uint64_t(seed);
+  a.inliers = out.inliers.data_ptr<bool>();
+  a.num_inliers = out.num_inliers.data_ptr<int32_t>();
+  a.trials = out.trials.data_ptr<int32_t>();
   return a;
 }
 

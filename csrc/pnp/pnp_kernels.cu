@@ -15,7 +15,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "common/pnp_batch.h"
+#include "common/pnp_ransac.h"
 #include "pnp/pnp_launch.h"
 
 namespace pyfacepnp {
@@ -71,7 +71,36 @@ struct WarpAccumulator {
   double start_R[9];  // this lane's object-space start, after descend_starts()
   double start_f;
 
-  __device__ PointObs<double> load(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
+  bool* mask;     // RANSAC's inlier set, (N); null for solve_pnp
+  bool use_mask;  // each lane reads and writes only its own points' entries
+
+  __device__ PointObs<double> load(int64_t i) const {
+    return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+  }
+  __device__ PointObs<double> load_raw(int64_t i) const {
+    return pfp::load_point<double>(X, x, w, i);
+  }
+
+  // Full sums (no early exit: the lanes stay converged); `bound` is not needed.
+  __device__ __noinline__ void msac(const Pose<double>& P, double thr2, double /*bound*/,
+                                    bool write, double& score, int32_t& n) const {
+    double s = 0.0;
+    int c = 0;
+    for (int64_t i = lane; i < N; i += kWarp) {
+      const auto o = load_raw(i);
+      bool in = false;
+      if (o.active()) {
+        s += pfp::msac_term(P, cam, o, thr2, in);
+        c += in ? 1 : 0;
+      }
+      if (write) mask[i] = in;
+    }
+    score = warp_sum(s);
+    n = warp_sum(c);
+  }
+  __device__ void clear_mask() const {
+    for (int64_t i = lane; i < N; i += kWarp) mask[i] = false;
+  }
 
   template <typename F>
   __device__ void for_each_point(F&& f) const {
@@ -194,6 +223,8 @@ __device__ WarpAccumulator<scalar_t> warp_accumulator(const scalar_t* X, const s
   acc.N = N;
   acc.lane = lane;
   acc.rob = rob;
+  acc.mask = nullptr;
+  acc.use_mask = false;
   return acc;
 }
 
@@ -215,6 +246,23 @@ __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock,
   const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
   for (int64_t b = first; b < a.B; b += stride) solve_one(a, b, lane);
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
+    solve_pnp_ransac_kernel(const pfp::PnPRansacArgs<scalar_t> ra) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
+  const auto& a = ra.f;
+  for (int64_t b = first; b < a.B; b += stride) {
+    double K[9];
+#pragma unroll
+    for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
+    auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
+    acc.mask = ra.inliers + b * a.N;
+    pfp::ransac_problem(acc, ra, b, acc.cam, lane, kWarp);
+  }
 }
 
 // Writes every gradient entry of problem b (zeros unless it converged, as on the CPU).
@@ -269,6 +317,16 @@ cudaError_t launch_solve_pnp_backward(const pfp::PnPBackwardArgs<scalar_t>& a,
   return cudaGetLastError();
 }
 
+template <typename scalar_t>
+cudaError_t launch_solve_pnp_ransac(const pfp::PnPRansacArgs<scalar_t>& a, cudaStream_t stream) {
+  if (a.f.B <= 0) return cudaSuccess;
+  const dim3 grid(unsigned(blocks_for(a.f.B, kForwardWarpsPerBlock)));
+  solve_pnp_ransac_kernel<scalar_t><<<grid, dim3(kWarp * kForwardWarpsPerBlock), 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+template cudaError_t launch_solve_pnp_ransac<float>(const pfp::PnPRansacArgs<float>&, cudaStream_t);
+template cudaError_t launch_solve_pnp_ransac<double>(const pfp::PnPRansacArgs<double>&, cudaStream_t);
 template cudaError_t launch_solve_pnp<float>(const pfp::PnPForwardArgs<float>&, int32_t, cudaStream_t);
 template cudaError_t launch_solve_pnp<double>(const pfp::PnPForwardArgs<double>&, int32_t, cudaStream_t);
 template cudaError_t launch_solve_pnp_backward<float>(const pfp::PnPBackwardArgs<float>&, cudaStream_t);

@@ -18,5 +18,8 @@ template <typename scalar_t>
 cudaError_t launch_solve_pnp_backward(const pfp::PnPBackwardArgs<scalar_t>& args,
                                       cudaStream_t stream);
 
+template <typename scalar_t>
+cudaError_t launch_solve_pnp_ransac(const pfp::PnPRansacArgs<scalar_t>& args, cudaStream_t stream);
+
 }  // namespace gpu
 }  // namespace pyfacepnp

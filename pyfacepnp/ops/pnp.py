@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import warnings
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -58,7 +59,7 @@ class PnPResult(NamedTuple):
         return self.status == int(PnPStatus.CONVERGED)
 
 
-_LOSSES = ("l2", "huber")
+LOSSES = ("l2", "huber", "cauchy", "geman_mcclure")
 # The limits of the kernels' own checks (csrc/pnp/pnp_glue.h): one set of rules, reported here
 # with the argument's name before the C++ invariants could fire.
 MAX_ITERATIONS_LIMIT = 100_000
@@ -88,9 +89,10 @@ def solve_pnp(
     *,
     init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     loss: str = "l2",
-    huber_delta: float = 1.0,
+    loss_scale: Optional[float] = None,
     max_iterations: int = 100,
     tolerance: float = 1e-10,
+    huber_delta: Optional[float] = None,
 ) -> PnPResult:
     """Solve batched Perspective-n-Point problems, differentiably.
 
@@ -135,14 +137,18 @@ def solve_pnp(
             ``None`` for all ones.
         init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose; skips the global
             initialisation (used anyway for problems whose init puts points behind the camera).
-        loss: ``"l2"`` or ``"huber"`` (Huber on the weighted residual norm). Huber bounds
-            the pull of outliers on the refinement, but the global initialisation is least
+        loss: the robust kernel rho of the squared weighted residual norm s, with scale
+            c = ``loss_scale``: ``"l2"`` (rho = s), ``"huber"`` (Huber on the norm: s up to
+            c^2, then 2 c sqrt(s) - c^2), ``"cauchy"`` (c^2 log(1 + s / c^2)) or
+            ``"geman_mcclure"`` (c^2 s / (c^2 + s), redescending). A robust kernel bounds the
+            pull of outliers on the refinement, but the global initialisation is least
             squares: with many gross outliers (e.g. 20 % of points anywhere in the image) it
             can start outside the inliers' basin or find no pose in front of the camera
-            (``DEGENERATE``); pass ``init`` from a robust estimator such as
-            ``cv2.solvePnPRansac`` there.
-        huber_delta: Huber threshold, in units of the weighted residual norm (pixels for unit
-            weights), in [1e-150, 1e150] (its square must be a normal float64).
+            (``DEGENERATE``); use :func:`solve_pnp_ransac` there.
+        loss_scale: the kernel's scale c, in units of the weighted residual norm (pixels for
+            unit weights), in [1e-150, 1e150] (its square must be a normal float64); default
+            1.0. Ignored by ``"l2"``.
+        huber_delta: deprecated alias of ``loss_scale``.
         max_iterations: Levenberg-Marquardt iteration limit per problem, in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
             ``|dt|_inf <= tolerance * |t|``.
@@ -163,6 +169,53 @@ def solve_pnp(
         >>> bool(res.converged), round(float(res.t[2]), 9)
         (True, 6.0)
     """
+    loss_scale = resolve_loss_scale(loss_scale, huber_delta)
+    loss, loss_scale, max_iterations, tolerance = check_solver_options(
+        loss, loss_scale, max_iterations, tolerance)
+    batch, X, x, Kb, wb, init_R, init_t = flatten_problems(points3d, points2d, K, weights, init)
+    R, t, cost, iterations, status, cov, _state = ops.solve_pnp(
+        X, x, Kb, wb, init_R, init_t, loss, loss_scale, max_iterations, tolerance
+    )
+    return PnPResult(
+        R.reshape(*batch, 3, 3),
+        t.reshape(*batch, 3),
+        cost.reshape(batch),
+        iterations.reshape(batch),
+        status.reshape(batch),
+        cov.reshape(*batch, 6, 6),
+    )
+
+
+def resolve_loss_scale(loss_scale, huber_delta) -> tuple[str, object]:
+    """``("loss_scale", value)``, or the deprecated alias ``("huber_delta", value)``; the
+    default scale is 1.0. The name is the one the user wrote, for the error messages."""
+    if huber_delta is not None:
+        warnings.warn("huber_delta is deprecated: use loss_scale", DeprecationWarning, stacklevel=3)
+        if loss_scale is not None:
+            raise ValueError("give loss_scale or its deprecated alias huber_delta, not both")
+        return "huber_delta", huber_delta
+    return "loss_scale", 1.0 if loss_scale is None else loss_scale
+
+
+def check_solver_options(loss, scale, max_iterations, tolerance):
+    """The solver's options, validated with the rules of the kernels' own checks; ``scale``
+    is ``(name, value)`` from :func:`resolve_loss_scale`."""
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    name, loss_scale = scale
+    check_real(name, loss_scale, 0.0, math.inf, open_low=True, rule="positive")
+    loss_scale = check_real(name, loss_scale, *LOSS_SCALE_RANGE)
+    check_int("max_iterations", max_iterations, 1, 2**63, rule="a positive int")
+    max_iterations = check_int("max_iterations", max_iterations, 1, MAX_ITERATIONS_LIMIT)
+    tolerance = check_real("tolerance", tolerance, 0.0, 1.0, open_low=True, open_high=True)
+    return loss, loss_scale, max_iterations, tolerance
+
+
+def flatten_problems(points3d, points2d, K, weights, init):
+    """Check the problem tensors and broadcast them to one flat batch ``(B, ...)``.
+
+    Returns ``(batch, X, x, K, weights, init_R, init_t)`` with ``batch`` the broadcast batch
+    shape and the init tensors ``None`` when absent."""
     check_tensor("points3d", points3d, ["N", 3])
     check_tensor("points2d", points2d, ["N", 2])
     check_tensor("K", K, [3, 3])
@@ -178,13 +231,6 @@ def solve_pnp(
             f"solve_pnp needs at least 4 points per problem (N >= 4), got points3d of shape "
             f"{tuple(points3d.shape)}"
         )
-    if not isinstance(loss, str) or loss not in _LOSSES:
-        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-    check_real("huber_delta", huber_delta, 0.0, math.inf, open_low=True, rule="positive")
-    huber_delta = check_real("huber_delta", huber_delta, *LOSS_SCALE_RANGE)
-    check_int("max_iterations", max_iterations, 1, 2**63, rule="a positive int")
-    max_iterations = check_int("max_iterations", max_iterations, 1, MAX_ITERATIONS_LIMIT)
-    tolerance = check_real("tolerance", tolerance, 0.0, 1.0, open_low=True, open_high=True)
     w = _weights_as_per_axis(weights, points2d)
     check_same(["points3d", "weights"], [points3d, w])
 
@@ -213,14 +259,4 @@ def solve_pnp(
     if init is not None:
         init_R = init_R.detach().expand(*batch, 3, 3).reshape(*flat, 3, 3)
         init_t = init_t.detach().expand(*batch, 3).reshape(*flat, 3)
-    R, t, cost, iterations, status, cov, _state = ops.solve_pnp(
-        X, x, Kb, wb, init_R, init_t, loss, huber_delta, max_iterations, tolerance
-    )
-    return PnPResult(
-        R.reshape(*batch, 3, 3),
-        t.reshape(*batch, 3),
-        cost.reshape(batch),
-        iterations.reshape(batch),
-        status.reshape(batch),
-        cov.reshape(*batch, 6, 6),
-    )
+    return batch, X, x, Kb, wb, init_R, init_t

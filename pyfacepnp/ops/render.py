@@ -1,4 +1,5 @@
-"""Python entry point of the compiled mesh rasteriser (``torch.ops.pyfacepnp.render_mesh``)."""
+"""Textured mesh rendering: the public wrapper of the compiled rasteriser
+(``torch.ops.pyfacepnp.render_mesh``, CPU, float32, no autograd)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from pyfacepnp._ext import ops
+from pyfacepnp.ops._checks import check_same, check_tensor
 
 __all__ = ["RenderOutput", "render_mesh", "DEFAULT_LIGHTS", "DEFAULT_MATERIAL"]
 
@@ -23,17 +25,31 @@ class RenderOutput(NamedTuple):
     triangle: torch.Tensor  #: ``(H, W)`` int64 index of the visible triangle, ``-1`` elsewhere
 
 
-def _as_tensor(name, x, dtype, shape_desc, ndim):
+# Argument shapes as the kernel names them. Here the kind, the rank, the dtype and the device
+# are checked; the fixed sizes and the cross-argument ones (V, the face indices) are the
+# kernel's own checks (csrc/render/render_cpu.cpp), RuntimeErrors naming the argument.
+_SHAPES = {"vertices": ("V", 3), "faces": ("F", 3), "texcoords": ("V", 2), "texture": ("Ht", "Wt", 3),
+           "K": (3, 3), "background": ("H", "W", 3), "lights": ("L", 6), "material": (5,)}
+
+
+def _as_tensor(name, x):
+    """``x`` (numpy array or tensor) as a contiguous tensor of the rank of ``_SHAPES[name]``:
+    int64 for ``faces``, else float32 (from float32 or float64)."""
+    dims = _SHAPES[name]
+    want = "(" + ", ".join(str(d) for d in dims) + (",)" if len(dims) == 1 else ")")
     if isinstance(x, np.ndarray):
-        x = np.ascontiguousarray(x)
+        x = np.ascontiguousarray(x, dtype=np.int64 if name == "faces" else np.float32)
         x = torch.from_numpy(x if x.flags.writeable else x.copy())  # torch wants writable memory
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a numpy array or torch tensor of shape {shape_desc}, got {type(x).__name__}")
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must have shape {shape_desc}, got {tuple(x.shape)}")
-    if x.device.type != "cpu":
-        raise ValueError(f"{name} must be on the CPU (render_mesh has a CPU kernel only), got {x.device}")
-    return x.to(dtype).contiguous()
+        raise TypeError(f"{name} must be a numpy array or torch tensor of shape {want}, got {type(x).__name__}")
+    if x.dim() != len(dims):
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if name == "faces":
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"faces must hold integer vertex indices, got {x.dtype}")
+        return x.to(torch.int64).contiguous()
+    check_tensor(name, x, [str(d) for d in dims])
+    return x.to(torch.float32).contiguous()
 
 
 def render_mesh(
@@ -80,16 +96,12 @@ def render_mesh(
         if len(background) != 2:
             raise ValueError(f"background must be an (H, W, 3) image or an (H, W) size, got {background!r}")
         background = torch.zeros(int(background[0]), int(background[1]), 3)
-    background = _as_tensor("background", background, torch.float32, "(H, W, 3)", 3)
-    return RenderOutput(
-        *ops.render_mesh(
-            _as_tensor("vertices", vertices, torch.float32, "(V, 3)", 2),
-            _as_tensor("faces", faces, torch.int64, "(F, 3)", 2),
-            _as_tensor("texcoords", texcoords, torch.float32, "(V, 2)", 2),
-            _as_tensor("texture", texture, torch.float32, "(Ht, Wt, 3)", 3),
-            _as_tensor("K", K, torch.float32, "(3, 3)", 2),
-            background,
-            _as_tensor("lights", lights, torch.float32, "(L, 6)", 2),
-            _as_tensor("material", material, torch.float32, "(5,)", 1),
-        )
-    )
+    names = ("vertices", "faces", "texcoords", "texture", "K", "background", "lights", "material")
+    inputs = [_as_tensor(n, x) for n, x in
+              zip(names, (vertices, faces, texcoords, texture, K, background, lights, material))]
+    check_same(["vertices", "texcoords", "texture", "K", "background", "lights", "material"],
+               [x for n, x in zip(names, inputs) if n != "faces"])
+    for name, x in zip(names[:2], inputs[:2]):
+        if x.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU (render_mesh has a CPU kernel only), got {x.device}")
+    return RenderOutput(*ops.render_mesh(*inputs))
