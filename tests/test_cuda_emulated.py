@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+import pyfacepnp
+
 from test_cuda_pnp import assert_agree, family_batch, solve_with_grads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +144,30 @@ int pnp(const T* X, const T* x, const T* w, const double* K, const double* iR, c
   e = launch_solve_pnp_backward<T>(g, nullptr);
   return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
 }
+template <typename T>
+int ransac(const T* X, const T* x, const T* w, const double* K, int64_t B, int64_t N, int32_t loss, double delta,
+           double thr, double conf, int32_t max_trials, int64_t seed, T* R, T* t, T* cost, int32_t* iters,
+           int32_t* status, T* cov, double* state, bool* inliers, int32_t* n_in, int32_t* trials) {
+  emu::st().error = 0;
+  pfp::PnPRansacArgs<T> a;
+  a.f = pfp::PnPForwardArgs<T>{X, x, w, K, nullptr, nullptr, B, N, {}, R, t, cost, iters, status, cov, state};
+  a.f.prm.rob = pfp::Robust<double>{loss, delta};
+  a.f.prm.max_iterations = 100;
+  a.f.prm.tolerance = 1e-10;
+  a.f.prm.pd_tol = 1e-10;
+  a.rp = pfp::RansacParams{thr * thr, conf, max_trials, uint64_t(seed)};
+  a.inliers = inliers;
+  a.num_inliers = n_in;
+  a.trials = trials;
+  int e = launch_solve_pnp_ransac<T>(a, nullptr);
+  return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
+}
+#define RANSAC_ARGS(T) const T* X, const T* x, const T* w, const double* K, int64_t B, int64_t N, int32_t loss, \
+  double delta, double thr, double conf, int32_t max_trials, int64_t seed, T* R, T* t, T* cost, int32_t* iters, \
+  int32_t* status, T* cov, double* state, bool* inliers, int32_t* n_in, int32_t* trials
+#define RANSAC_CALL X, x, w, K, B, N, loss, delta, thr, conf, max_trials, seed, R, t, cost, iters, status, cov, state, inliers, n_in, trials
+extern "C" int ransac_f64(RANSAC_ARGS(double)) { return ransac<double>(RANSAC_CALL); }
+extern "C" int ransac_f32(RANSAC_ARGS(float)) { return ransac<float>(RANSAC_CALL); }
 #define PNP_ARGS(T) const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it, \
   int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t,     \
   T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR, const T* gt, const T* gc,   \
@@ -301,3 +327,36 @@ def test_emulated_warp_points_match_cpu(emulated, shape, dtype):
         torch.testing.assert_close(y, y0, rtol=rtol, atol=rtol * 4000)
         torch.testing.assert_close(gp, gp0, rtol=rtol, atol=rtol * 20)
         torch.testing.assert_close(gA, gA0, rtol=rtol, atol=rtol * max(1.0, float(gA0.abs().max()) if gA0.numel() else 1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_emulated_ransac_matches_cpu(emulated, dtype):
+    """The RANSAC kernel in lockstep: the same samples (counter-based generator), the same
+    inliers and, up to summation order, the same answer as the CPU op."""
+    from test_pnp_ransac import problems_with_outliers
+
+    X, x, K, _ = problems_with_outliers("random", 8, 40, 0.4, seed=21)
+    X[3, 0, 0] = math.nan  # an invalid problem among them
+    B, N = X.shape[:2]
+    w = torch.ones(B, N, 2, dtype=dtype)
+    Xd, xd = X.to(dtype).contiguous(), x.to(dtype).contiguous()
+    Kd = K.to(dtype).double().contiguous()
+    nan = lambda *s: torch.full(s, math.nan, dtype=dtype)  # noqa: E731
+    R, t, cost, cov = nan(B, 3, 3), nan(B, 3), nan(B), nan(B, 6, 6)
+    state = torch.full((B, 48), math.nan, dtype=torch.float64)
+    iters, status, n_in, trials = (torch.full((B,), -7, dtype=torch.int32) for _ in range(4))
+    inliers = torch.ones(B, N, dtype=torch.bool)
+    fn = emulated.ransac_f64 if dtype == torch.float64 else emulated.ransac_f32
+    rc = fn(ptr(Xd), ptr(xd), ptr(w), ptr(Kd), ctypes.c_int64(B), ctypes.c_int64(N), ctypes.c_int32(0),
+            ctypes.c_double(1.0), ctypes.c_double(5.0), ctypes.c_double(0.9999), ctypes.c_int32(10000),
+            ctypes.c_int64(7), ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(state),
+            ptr(inliers), ptr(n_in), ptr(trials))
+    assert rc == 0, {101: "lanes diverged", 102: "lanes disagree on mask or offset", 103: "partial mask"}.get(rc, rc)
+    ref = pyfacepnp.solve_pnp_ransac(Xd, xd, K.to(dtype), w, threshold=5.0, seed=7)
+    assert status.tolist() == ref.status.tolist()
+    assert torch.equal(inliers, ref.inliers) and torch.equal(n_in, ref.num_inliers)
+    assert torch.equal(trials, ref.trials)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    ok = ref.converged
+    torch.testing.assert_close(R[ok], ref.R[ok], rtol=tol, atol=tol)
+    torch.testing.assert_close(t[ok], ref.t[ok], rtol=tol, atol=tol)

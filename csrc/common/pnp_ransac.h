@@ -13,8 +13,9 @@
 // index, draw), so a problem gets the same answer whatever its batch, the thread count or the
 // device. The accumulator (see pnp_solver.h, pnp_batch.h) also provides
 //   PointObs load_raw(i)                      point i without the inlier mask
-//   void msac(P, thr2, bound, write, score&, n&)
-//       MSAC score and inlier count of pose P; with `write`, the inlier mask := inliers of P.
+//   void msac(P, thr2, bound, write, score&, n&, changed&)
+//       MSAC score and inlier count of pose P; with `write`, the inlier mask := inliers of P
+//       and `changed` := the number of entries that changed.
 //       Without `write` it may stop early once the score exceeds `bound` (then only
 //       `score > bound` is meaningful).
 //   void clear_mask()                         the mask := false
@@ -93,8 +94,8 @@ PFP_HD void local_optimisation(Acc& acc, const RansacParams& rp, RansacBest& bes
   lo.pd_tol = 1e-10;
   for (int round = 0; round < 2; ++round) {
     double s;
-    int32_t n;
-    acc.msac(best.pose, rp.threshold2, 0.0, true, s, n);  // the mask := the best's inliers
+    int32_t n, changed;
+    acc.msac(best.pose, rp.threshold2, 0.0, true, s, n, changed);  // the mask := its inliers
     if (n < 6) return;
     Pose<double> p = best.pose;
     NormalEq<double> eq;
@@ -104,7 +105,7 @@ PFP_HD void local_optimisation(Acc& acc, const RansacParams& rp, RansacBest& bes
     if (front) lm_refine(acc, lo, lo.tolerance, p, eq, iters);
     acc.use_mask = false;
     if (!front) return;
-    acc.msac(p, rp.threshold2, best.score, false, s, n);
+    acc.msac(p, rp.threshold2, best.score, false, s, n, changed);
     if (!(s < best.score)) return;
     best.pose = p;
     best.score = s;
@@ -138,11 +139,12 @@ PFP_HD bool ransac_search(Acc& acc, const Camera<double>& cam, const RansacParam
       }
     }
     Pose<double> hyp[kMaxP3PSolutions];
+    int32_t unused;
     const int nh = p3p_lambda_twist<double>(X, y, hyp);
     for (int h = 0; h < nh; ++h) {
       double s;
       int32_t n;
-      acc.msac(hyp[h], rp.threshold2, best.score, false, s, n);
+      acc.msac(hyp[h], rp.threshold2, best.score, false, s, n, unused);
       if (!(s < best.score)) continue;
       have = true;
       best.pose = hyp[h];
@@ -173,10 +175,23 @@ PFP_HD void ransac_problem(Acc& acc, const PnPRansacArgs<scalar_t>& ra, int64_t 
   const bool found = valid && ransac_search(acc, cam, rp, b, n_active, best) && best.inliers >= 4;
   if (found) {
     double s;
-    acc.msac(best.pose, rp.threshold2, 0.0, true, s, n_in);  // the final inlier set
-    acc.use_mask = true;
-    solve_problem(acc, cam, &best.pose, a.prm, res);
-    acc.use_mask = false;
+    int32_t changed;
+    acc.msac(best.pose, rp.threshold2, 0.0, true, s, n_in, changed);
+    // Solve on the inliers of the start; while the solution's own inlier set differs (a
+    // point just across the threshold), solve again on it, at most twice. The mask left is
+    // always the one the returned solution was solved on.
+    Pose<double> start = best.pose;
+    for (int round = 0;; ++round) {
+      acc.use_mask = true;
+      solve_problem(acc, cam, &start, a.prm, res);
+      acc.use_mask = false;
+      if (round == 2 || !(res.status == kConverged || res.status == kMaxIterations)) break;
+      int32_t n2;
+      acc.msac(res.pose, rp.threshold2, 0.0, true, s, n2, changed);
+      if (changed == 0) break;
+      n_in = n2;
+      start = res.pose;
+    }
     make_representable<scalar_t>(res);
   } else if (valid) {
     res.status = kDegenerate;  // no hypothesis with 4 inliers (outputs as INVALID_INPUT's)

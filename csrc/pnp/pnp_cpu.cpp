@@ -33,9 +33,9 @@ struct CpuAccumulator {
   PointObs<double> load_raw(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
 
   void msac(const Pose<double>& P, double thr2, double bound, bool write, double& score,
-            int32_t& n) const {
+            int32_t& n, int32_t& changed) const {
     score = 0.0;
-    n = 0;
+    n = changed = 0;
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load_raw(i);
       bool in = false;
@@ -43,10 +43,12 @@ struct CpuAccumulator {
         score += pfp::msac_term(P, cam, o, thr2, in);
         n += in ? 1 : 0;
       }
-      if (write)
+      if (write) {
+        changed += mask[i] != in ? 1 : 0;
         mask[i] = in;
-      else if (score > bound)
+      } else if (score > bound) {
         return;  // cannot beat the bound any more
+      }
     }
   }
   void clear_mask() const {

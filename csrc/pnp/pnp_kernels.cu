@@ -83,9 +83,10 @@ struct WarpAccumulator {
 
   // Full sums (no early exit: the lanes stay converged); `bound` is not needed.
   __device__ __noinline__ void msac(const Pose<double>& P, double thr2, double /*bound*/,
-                                    bool write, double& score, int32_t& n) const {
+                                    bool write, double& score, int32_t& n,
+                                    int32_t& changed) const {
     double s = 0.0;
-    int c = 0;
+    int c = 0, ch = 0;
     for (int64_t i = lane; i < N; i += kWarp) {
       const auto o = load_raw(i);
       bool in = false;
@@ -93,10 +94,14 @@ struct WarpAccumulator {
         s += pfp::msac_term(P, cam, o, thr2, in);
         c += in ? 1 : 0;
       }
-      if (write) mask[i] = in;
+      if (write) {
+        ch += mask[i] != in ? 1 : 0;
+        mask[i] = in;
+      }
     }
     score = warp_sum(s);
     n = warp_sum(c);
+    changed = warp_sum(ch);
   }
   __device__ void clear_mask() const {
     for (int64_t i = lane; i < N; i += kWarp) mask[i] = false;
