@@ -50,8 +50,10 @@ demo: build
 
 bench: build
 	$(PIP) install -q kornia || echo "kornia unavailable: its rows are skipped"
+	$(PIP) install -q poselib || echo "poselib unavailable: its rows are skipped"
 	$(PY) benchmarks/bench_pnp.py
 	$(PY) benchmarks/bench_grad.py
+	$(PY) benchmarks/bench_ransac.py
 
 info: build
 	$(PY) -m pyfacepnp info

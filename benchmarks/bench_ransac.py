@@ -6,14 +6,16 @@ pixels replaced by uniform points in the 800x800 image. Success: the RMSE over t
 inliers within 0.01 px of the inlier optimum (solve_pnp on the true inliers alone). Inlier
 precision and recall are over all problems of a row.
 
-    python benchmarks/bench_ransac.py [--quick] [--json benchmarks/results/bench_ransac.json]
+    python benchmarks/bench_ransac.py [--quick]   # --quick: fewer problems, prints only
+
+The full run rewrites the ``bench_ransac`` section of docs/benchmarks.md and
+benchmarks/results/bench_ransac.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +24,9 @@ import torch
 
 import pyfacepnp
 from problems import IMAGE_SIZE, make_problems
+from report import load_average, machine_description, markdown_table, replace_section
+
+ROOT = Path(__file__).resolve().parents[1]
 
 try:
     import cv2
@@ -109,17 +114,15 @@ def solvers():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer problems")
-    ap.add_argument("--json", default="benchmarks/results/bench_ransac.json")
+    ap.add_argument("--quick", action="store_true", help="fewer problems; print only")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_ransac.json")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if cv2 is not None:
         cv2.setNumThreads(1)
-    records = []
-    print(f"threshold {THRESHOLD} px, confidence {CONFIDENCE}, one thread per solver, "
-          f"{platform.processor() or platform.machine()}")
-    print("| N | outliers | solver | success | precision | recall | us / problem |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    load_start, t_start = load_average(), time.perf_counter()
+    records, rows = [], []
     for N in (68, 1220):
         for ratio in (0.0, 0.2, 0.5, 0.7):
             B = (100 if N == 68 else 40) // (4 if args.quick else 1)
@@ -140,14 +143,27 @@ def main(argv=None):
                            precision=tp / max(float(inl.sum()), 1.0), recall=tp / float((~out).sum()),
                            us_per_problem=best / B * 1e6, problems=B)
                 records.append(rec)
-                print(f"| {N} | {int(ratio * 100)} % | {name} | {100 * success:.1f} % | "
-                      f"{rec['precision']:.4f} | {rec['recall']:.4f} | {rec['us_per_problem']:.0f} |")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
+                rows.append([str(N), f"{int(ratio * 100)} %", name, f"{100 * success:.1f} %",
+                             f"{rec['precision']:.4f}", f"{rec['recall']:.4f}",
+                             f"{rec['us_per_problem']:,.0f}", str(B)])
+                print(" | ".join(rows[-1]), flush=True)
+    table = markdown_table(["N", "outliers", "solver", "success", "inlier precision", "inlier recall",
+                            "us / problem", "problems"], rows)
+    minutes = (time.perf_counter() - t_start) / 60
+    body = (f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. Load average "
+            f"(1/5/15 min) {load_start} at the start, {load_average()} at the end; the run took "
+            f"{minutes:.1f} min. Threshold {THRESHOLD} px, confidence {CONFIDENCE}, one thread "
+            f"per solver; time per problem is the faster of two calls on the whole batch.\n\n"
+            + table)
+    print(body)
+    if args.quick:
+        return
+    replace_section(args.doc, "bench_ransac", body)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, cv2=getattr(cv2, "__version__", None),
                 poselib=getattr(poselib, "__version__", None), threshold=THRESHOLD,
-                confidence=CONFIDENCE, threads=1)
-    path.write_text(json.dumps(dict(meta=meta, rows=records), indent=1))
+                confidence=CONFIDENCE, threads=1, load_start=load_start, load_end=load_average())
+    args.json.write_text(json.dumps(dict(meta=meta, rows=records), indent=1))
 
 
 if __name__ == "__main__":

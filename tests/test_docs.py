@@ -33,7 +33,7 @@ def test_python_snippets_run(path, tmp_path, monkeypatch):
         exec(code, namespace)  # blocks of one page share a namespace, like a tutorial
 
 
-@pytest.mark.parametrize("module", ["pyfacepnp.ops.pnp", "pyfacepnp.ops.warp"])
+@pytest.mark.parametrize("module", ["pyfacepnp.ops.pnp", "pyfacepnp.ops.ransac", "pyfacepnp.ops.warp"])
 def test_docstring_examples(module):
     import torch
 
