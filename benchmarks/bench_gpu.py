@@ -288,6 +288,31 @@ def main():
             del X, x, K, w
             empty_cache()
 
+    def run_ransac(n, B, ratio=0.5):
+        """solve_pnp_ransac, float32, with `ratio` of the pixels replaced by uniform image
+        points (threshold 4 px)."""
+        solver = "ours-ransac-" + DEVICE
+        if deadline.left() < 15:
+            record(solver=solver, B=B, N=n, dtype="float32", mode="forward", skipped="budget")
+            return
+        X, x, K, w = take(inputs(n), B, DEVICE, torch.float32)
+        g = torch.Generator().manual_seed(0)
+        out = torch.rand(B, n, generator=g) < ratio
+        x = x.clone()
+        x[out.to(DEVICE)] = (torch.rand(int(out.sum()), 2, generator=g) * 800).to(DEVICE, torch.float32)
+
+        def fn():
+            return pyfacepnp.solve_pnp_ransac(X, x, K, w, threshold=4.0)
+
+        res = fn()
+        sec, reps = cuda_time(fn, repeats=args.repeats, budget_s=min(3.0, max(0.3, deadline.left() / 40)))
+        record(solver=solver, B=B, N=n, dtype="float32", mode="forward", outliers=ratio, sec=sec,
+               repeats=reps, converged=float(res.converged.double().mean()),
+               trials_mean=float(res.trials.double().mean()),
+               inlier_recall=float((res.inliers & ~out.to(DEVICE)).sum() / (~out).sum()))
+        del X, x, K, w, res
+        empty_cache()
+
     def run_cpu(n, dt):
         """The CPU op at B = CPU_BATCH, and the agreement of its statuses with the GPU's."""
         if deadline.left() < 15:
@@ -313,6 +338,7 @@ def main():
     run_ours(big_n, DTYPES[0], big_b)
     if big_b in ref_sizes:
         run_reference(big_n, big_b)
+    run_ransac(big_n, big_b)
     for dt in DTYPES:
         for n in sorted(POINTS, reverse=True):
             for B in BATCHES:
@@ -402,6 +428,13 @@ def summarise(rows, card):
                      + (f"; {ref_t['sec'] / target['sec']:.0f}x the reference (target >= 50x: "
                         f"{'met' if ref_t['sec'] / target['sec'] >= 50 else 'NOT met'})" if ref_t else
                         "; reference not measured at this size"))
+    robust = find(rows, solver="ours-ransac-cuda", B=4096, N=1220, dtype="float32", mode="forward")
+    if robust and "sec" in robust:
+        lines.append("")
+        lines.append(f"solve_pnp_ransac B=4096 N=1220 float32, 50 % outliers: {robust['sec'] * 1e3:.3f} ms "
+                     f"(target < 5 ms: {'met' if robust['sec'] < 5e-3 else 'NOT met'}); converged "
+                     f"{100 * robust['converged']:.1f} %, {robust['trials_mean']:.0f} trials on average, "
+                     f"inlier recall {robust['inlier_recall']:.4f}")
     tight = [(r, find(rows, solver="ours-cuda", B=r["B"], N=r["N"], dtype=r["dtype"], mode=r["mode"]))
              for r in rows if r["solver"] == "ours-cuda" + TIGHT and "sec" in r]
     if tight:
