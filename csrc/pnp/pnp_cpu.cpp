@@ -175,28 +175,24 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
                      double loss_scale, double threshold, double confidence, int64_t max_trials,
                      int64_t seed, int64_t max_iterations, double tolerance) {
-  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, {}, {}, loss,
-                              loss_scale, max_iterations, tolerance);
-  pyfacepnp::check_ransac_options(threshold, confidence, max_trials);
-  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in, {}, {});
-  auto out = pyfacepnp::RansacOutputs::empty_for(in.X);
-  const int64_t B = in.X.size(0), N = in.X.size(1);
-  if (B == 0) return out.as_tuple();
-  const auto prm = pyfacepnp::solver_params(loss, loss_scale, max_iterations, tolerance);
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_ransac_cpu", [&] {
-    const auto ra = pyfacepnp::ransac_args<scalar_t>(in, out, prm, threshold, confidence,
-                                                     max_trials, seed);
+  auto call = pyfacepnp::RansacCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
+                                             loss_scale, threshold, confidence, max_trials, seed,
+                                             max_iterations, tolerance);
+  const int64_t B = call.batch(), N = call.in.X.size(1);
+  if (B == 0) return call.out.as_tuple();
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cpu", [&] {
+    const auto ra = call.args<scalar_t>();
     const auto& a = ra.f;
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const pfp::Camera<double> cam{a.K + 9 * b};
         CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     prm.rob, ra.inliers + b * N};
+                                     a.prm.rob, ra.inliers + b * N};
         pfp::ransac_problem(acc, ra, b, cam, 0, 1);
       }
     });
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 }  // namespace

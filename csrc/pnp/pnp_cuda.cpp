@@ -84,22 +84,17 @@ solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_
                       const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
                       double loss_scale, double threshold, double confidence, int64_t max_trials,
                       int64_t seed, int64_t max_iterations, double tolerance) {
-  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, {}, {}, loss,
-                              loss_scale, max_iterations, tolerance);
-  pyfacepnp::check_ransac_options(threshold, confidence, max_trials);
   check_cuda(points3d_in, "solve_pnp_ransac", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
-  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in, {}, {});
-  auto out = pyfacepnp::RansacOutputs::empty_for(in.X);
-  if (in.X.size(0) == 0) return out.as_tuple();
-  const auto prm = pyfacepnp::solver_params(loss, loss_scale, max_iterations, tolerance);
+  auto call = pyfacepnp::RansacCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
+                                             loss_scale, threshold, confidence, max_trials, seed,
+                                             max_iterations, tolerance);
+  if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_ransac_cuda", [&] {
-    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_ransac<scalar_t>(
-        pyfacepnp::ransac_args<scalar_t>(in, out, prm, threshold, confidence, max_trials, seed),
-        stream));
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_ransac<scalar_t>(call.args<scalar_t>(), stream));
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 }  // namespace

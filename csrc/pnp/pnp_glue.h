@@ -216,6 +216,34 @@ pfp::PnPRansacArgs<scalar_t> ransac_args(const ForwardInputs& in, RansacOutputs&
   return a;
 }
 
+// The checked, prepared inputs, allocated outputs and parameters of one solve_pnp_ransac
+// call: the prologue both devices' registrations share.
+struct RansacCall {
+  ForwardInputs in;
+  RansacOutputs out;
+  pfp::SolverParams<double> prm;
+  double threshold, confidence;
+  int64_t max_trials, seed;
+
+  static RansacCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                            const at::Tensor& w, c10::string_view loss, double loss_scale,
+                            double threshold, double confidence, int64_t max_trials, int64_t seed,
+                            int64_t max_iterations, double tolerance) {
+    check_pnp_inputs(X, x, K, w, {}, {}, loss, loss_scale, max_iterations, tolerance);
+    check_ransac_options(threshold, confidence, max_trials);
+    auto in = ForwardInputs::from(X, x, K, w, {}, {});
+    auto out = RansacOutputs::empty_for(in.X);
+    return {std::move(in), std::move(out),
+            solver_params(loss, loss_scale, max_iterations, tolerance),
+            threshold, confidence, max_trials, seed};
+  }
+  int64_t batch() const { return in.X.size(0); }
+  template <typename scalar_t>
+  pfp::PnPRansacArgs<scalar_t> args() {
+    return ransac_args<scalar_t>(in, out, prm, threshold, confidence, max_trials, seed);
+  }
+};
+
 // Contiguous inputs; upstream gradients in the points' dtype, K in float64.
 struct BackwardInputs {
   at::Tensor gR, gt, gc, X, x, K, w, state, status;

@@ -173,17 +173,15 @@ def solve_pnp(
     loss, loss_scale, max_iterations, tolerance = check_solver_options(
         loss, loss_scale, max_iterations, tolerance)
     batch, X, x, Kb, wb, init_R, init_t = flatten_problems(points3d, points2d, K, weights, init)
-    R, t, cost, iterations, status, cov, _state = ops.solve_pnp(
+    *outputs, _state = ops.solve_pnp(
         X, x, Kb, wb, init_R, init_t, loss, loss_scale, max_iterations, tolerance
     )
-    return PnPResult(
-        R.reshape(*batch, 3, 3),
-        t.reshape(*batch, 3),
-        cost.reshape(batch),
-        iterations.reshape(batch),
-        status.reshape(batch),
-        cov.reshape(*batch, 6, 6),
-    )
+    return PnPResult(*unflatten(batch, outputs))
+
+
+def unflatten(batch, outputs):
+    """The op's flat outputs ``(B, ...)`` with the batch shape restored: ``(*batch, ...)``."""
+    return [o.reshape(tuple(batch) + tuple(o.shape[1:])) for o in outputs]
 
 
 def resolve_loss_scale(loss_scale, huber_delta) -> tuple[str, object]:

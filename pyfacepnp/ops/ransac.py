@@ -13,6 +13,7 @@ from pyfacepnp.ops.pnp import (
     check_solver_options,
     flatten_problems,
     resolve_loss_scale,
+    unflatten,
 )
 
 #: The kernels' limit on ``max_trials`` (csrc/pnp/pnp_glue.h).
@@ -110,19 +111,8 @@ def solve_pnp_ransac(
     max_trials = check_int("max_trials", max_trials, 1, MAX_TRIALS_LIMIT)
     seed = check_int("seed", seed, -(2**63), 2**63 - 1)
     batch, X, x, Kb, wb, _, _ = flatten_problems(points3d, points2d, K, weights, None)
-    n = X.shape[-2]
-    R, t, cost, iterations, status, cov, _state, inliers, num_inliers, trials = ops.solve_pnp_ransac(
+    R, t, cost, iterations, status, cov, _state, *robust = ops.solve_pnp_ransac(
         X, x, Kb, wb, loss, loss_scale, threshold, confidence, max_trials, seed, max_iterations,
         tolerance,
     )
-    return RansacResult(
-        R.reshape(*batch, 3, 3),
-        t.reshape(*batch, 3),
-        cost.reshape(batch),
-        iterations.reshape(batch),
-        status.reshape(batch),
-        cov.reshape(*batch, 6, 6),
-        inliers.reshape(*batch, n),
-        num_inliers.reshape(batch),
-        trials.reshape(batch),
-    )
+    return RansacResult(*unflatten(batch, [R, t, cost, iterations, status, cov, *robust]))
