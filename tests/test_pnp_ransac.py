@@ -14,6 +14,7 @@ from torch.autograd import gradcheck
 
 import pyfacepnp
 from pnp_problems import make_problem
+from test_pnp_contract import assert_contract, good_problem, make_bad, to_tensors
 
 F64 = torch.float64
 # 5 sigma of the 1 px pixel noise: a true inlier lies beyond it with probability e^-12.5 per
@@ -233,3 +234,39 @@ def test_empty_batch_opcheck_and_compile():
     eager = f(Xp, xp, K)
     compiled = torch.compile(f, fullgraph=True)(Xp, xp, K)
     assert torch.allclose(eager, compiled)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**20), kind=st.sampled_from(["scale_scene", "scale_weights", "denormal",
+                                                           "nonfinite", "huge_padding", "collinear",
+                                                           "mirrored", "none"]),
+       exponent=st.floats(-300, 300), position=st.integers(0, 3),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_contract_with_a_bad_problem_in_the_batch(seed, kind, exponent, position, dtype):
+    """The op's contract (docs/api.md) holds for solve_pnp_ransac too, and the bad problem
+    changes nothing of the others (the RANSAC draws depend on the problem's index only)."""
+    rng = np.random.default_rng(seed)
+    problems = [good_problem(rng) for _ in range(4)]
+    if dtype == torch.float32:
+        exponent = float(np.clip(exponent, -45, 38))
+    clean = to_tensors(problems, dtype)
+    problems[position] = make_bad(kind, problems[position], rng, dtype, exponent)
+    X, x, K, w = to_tensors(problems, dtype)
+    leaves = [a.detach().clone().requires_grad_() for a in (X, x, K, w)]
+    res = pyfacepnp.solve_pnp_ransac(*leaves, threshold=THRESHOLD, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    ups = [torch.randn(*s, generator=g, dtype=F64).to(dtype) for s in ((4, 3, 3), (4, 3), (4,))]
+    ((res.R * ups[0]).sum() + (res.t * ups[1]).sum() + (res.cost * ups[2]).sum()).backward()
+    grads = [a.grad for a in leaves]
+    if dtype == torch.float64:
+        assert_contract(res, grads, dtype)
+    else:  # float32 gradients may overflow only where the float64 ones exceed float32's range
+        conv = res.converged
+        assert (res.covariance[~conv] == 0).all() and torch.isfinite(res.covariance[conv]).all()
+        for gr in grads:
+            assert not torch.isnan(gr).any() and (gr[~conv] == 0).all()
+    assert not res.inliers[~(res.converged | (res.status == 1))].any()
+    ref = pyfacepnp.solve_pnp_ransac(*clean, threshold=THRESHOLD, seed=seed)
+    good = torch.arange(4) != position
+    for f in ("R", "t", "cost", "status", "inliers", "num_inliers", "trials"):
+        assert torch.equal(getattr(res, f)[good], getattr(ref, f)[good]), f
