@@ -310,8 +310,7 @@ def main():
                repeats=reps, converged=float(res.converged.double().mean()),
                trials_mean=float(res.trials.double().mean()),
                inlier_recall=float((res.inliers & ~out.to(DEVICE)).sum() / (~out).sum()))
-        del X, x, K, w, res
-        empty_cache()
+        del fn, res  # (the inputs go with the frame)
 
     def run_cpu(n, dt):
         """The CPU op at B = CPU_BATCH, and the agreement of its statuses with the GPU's."""

@@ -24,10 +24,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from pyfacepnp.data import appearance as ap
-from pyfacepnp.data.camera import crop_intrinsics
-from pyfacepnp.data.conventions import wcpa_to_opencv
-from pyfacepnp.data.render import render_mesh
 from pyfacepnp.data.synthetic import SyntheticFaceDataset
+from pyfacepnp.geometry.camera import crop_intrinsics
+from pyfacepnp.geometry.conventions import wcpa_to_opencv
+from pyfacepnp.geometry.transforms import transform_points
+from pyfacepnp.ops.render import render_mesh
 
 
 def rate(fn, seconds, cpu=False):
@@ -90,7 +91,7 @@ def main() -> None:
         sc = scenes[i % len(scenes)]
         V = model.vertices(sc.id_coeffs, sc.exp_coeffs)
         R, t = wcpa_to_opencv(sc.R_t)
-        cam = (V @ R.T + t).astype(np.float32)
+        cam = transform_points(V, R, t).astype(np.float32)
         lm = crops._landmarks(sc.id_coeffs, sc.exp_coeffs, sc.R_t, sc.focal)
         A = crops.crop_affine(sc, lm)
         return sc, cam, A

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.geometry.rotation import rotation_from_euler
+
 FACE_VERTICES = 1220
 FX = 629.8
 CX = CY = 400.0
@@ -64,12 +67,7 @@ def face_surface(count: int = FACE_VERTICES) -> np.ndarray:
 
 def _euler(yaw, pitch, roll):
     """R = Rz(roll) Ry(yaw) Rx(pitch), batched numpy."""
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    o, z = np.ones_like(yaw), np.zeros_like(yaw)
-    Rx = np.stack([o, z, z, z, cp, -sp, z, sp, cp], -1).reshape(-1, 3, 3)
-    Ry = np.stack([cy, z, sy, z, o, z, -sy, z, cy], -1).reshape(-1, 3, 3)
-    Rz = np.stack([cr, -sr, z, sr, cr, z, z, z, o], -1).reshape(-1, 3, 3)
-    return Rz @ Ry @ Rx
+    return rotation_from_euler("zyx", roll, yaw, pitch).reshape(-1, 3, 3)
 
 
 def _random_rotations(rng, B):
@@ -121,8 +119,7 @@ def make_problems(family: str, B: int, N: int, seed: int = 0, noise_px: float = 
         R = _random_rotations(rng, B)
         t = np.stack([rng.uniform(-0.1, 0.1, B), rng.uniform(-0.1, 0.1, B), rng.uniform(0.6, 1.5, B)], 1)
     K = camera(B)
-    p = (X @ R.transpose(0, 2, 1) + t[:, None]) @ K.transpose(0, 2, 1)
-    x = p[..., :2] / p[..., 2:] + rng.normal(0, noise_px, (B, N, 2))
+    x = project_points(X, R, t, K) + rng.normal(0, noise_px, (B, N, 2))
     out = np.zeros((B, N), bool)
     if family == "outliers":
         out = rng.random((B, N)) < 0.2

@@ -143,37 +143,16 @@ def _cv_outputs(rvecs, tvecs, oks):
     return torch.from_numpy(R), torch.from_numpy(t), torch.tensor(oks, dtype=torch.bool)
 
 
-def _cv_loop(flag: int, refine: bool = False) -> Callable:
-    def prepare(p) -> Run:
-        Xs, xs, Ks = _as_numpy(p)
-
-        def run():
-            rvecs, tvecs, oks = [], [], []
-            for X, x, K in zip(Xs, xs, Ks):
-                try:
-                    ok, rv, tv = cv2.solvePnP(X, x, K, None, flags=flag)
-                    if ok and refine:
-                        rv, tv = cv2.solvePnPRefineLM(X, x, K, None, rv, tv)
-                except cv2.error:
-                    ok, rv, tv = False, None, None
-                rvecs.append(rv)
-                tvecs.append(tv)
-                oks.append(bool(ok))
-            return _cv_outputs(rvecs, tvecs, oks)
-
-        return run
-
-    return prepare
-
-
-def _cv_ransac(p) -> Run:
+def _cv_per_problem(p, solve) -> Run:
+    """A run of ``solve(X, x, K) -> (ok, rvec, tvec)`` over the problems, one OpenCV call
+    each (an OpenCV error is a failed problem)."""
     Xs, xs, Ks = _as_numpy(p)
 
     def run():
         rvecs, tvecs, oks = [], [], []
         for X, x, K in zip(Xs, xs, Ks):
             try:
-                ok, rv, tv, _ = cv2.solvePnPRansac(X, x, K, None)
+                ok, rv, tv = solve(X, x, K)
             except cv2.error:
                 ok, rv, tv = False, None, None
             rvecs.append(rv)
@@ -182,6 +161,20 @@ def _cv_ransac(p) -> Run:
         return _cv_outputs(rvecs, tvecs, oks)
 
     return run
+
+
+def _cv_loop(flag: int, refine: bool = False) -> Callable:
+    def solve(X, x, K):
+        ok, rv, tv = cv2.solvePnP(X, x, K, None, flags=flag)
+        if ok and refine:
+            rv, tv = cv2.solvePnPRefineLM(X, x, K, None, rv, tv)
+        return ok, rv, tv
+
+    return lambda p: _cv_per_problem(p, solve)
+
+
+def _cv_ransac(p) -> Run:
+    return _cv_per_problem(p, lambda X, x, K: cv2.solvePnPRansac(X, x, K, None)[:3])
 
 
 # --- the rosters ---------------------------------------------------------------------

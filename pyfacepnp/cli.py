@@ -1,22 +1,62 @@
 """Command line: ``pyfacepnp train | eval | predict | data | info | demo``.
 
 Every command that builds a run takes the configuration options of
-:mod:`pyfacepnp.config` (``--preset``, ``--config``, ``--section.field VALUE``).
+:mod:`pyfacepnp.config` (``--preset``, ``--config``, ``--section.field VALUE``), added by
+:func:`add_config_arguments`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+from typing import Any
 
-from pyfacepnp.config import RunConfig, add_config_arguments, config_from_args, make_config
+from pyfacepnp.config import PRESETS, RunConfig, make_config, set_dotted
+from pyfacepnp.data.cli import add_data_commands
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--preset``, ``--config`` and one ``--section.field`` option per field."""
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="starting configuration (default: cpu)")
+    parser.add_argument("--config", default=None,
+                        help="a saved config.json to start from instead of a preset")
+    group = parser.add_argument_group("configuration overrides")
+    base = RunConfig()
+    for f in dataclasses.fields(base):
+        value = getattr(base, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                group.add_argument(f"--{f.name}.{g.name}", dest=f"cfg__{f.name}.{g.name}",
+                                   default=None, metavar=_metavar(getattr(value, g.name)))
+        else:
+            group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=None,
+                               metavar=_metavar(value))
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve a configuration from parsed ``add_config_arguments`` options."""
+    cfg = RunConfig.load(args.config) if args.config else make_config(args.preset)
+    for key, value in vars(args).items():
+        if key.startswith("cfg__") and value is not None:
+            set_dotted(cfg, key[len("cfg__"):], value)
+    return cfg
+
+
+def _metavar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, tuple):
+        return "A,B,..."
+    return type(value).__name__.upper()
 
 
 def _face_model():
-    from pyfacepnp.train.stages import default_face_model
+    from pyfacepnp.models.bundle import default_face_model
 
     return default_face_model()
 
@@ -75,7 +115,7 @@ def cmd_eval(args) -> int:
 
     from pyfacepnp.eval.evaluate import evaluate
     from pyfacepnp.eval.report import write_report
-    from pyfacepnp.train.stages import load_bundle
+    from pyfacepnp.models.bundle import load_bundle
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +134,7 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from pyfacepnp.eval.predict import predict_files
-    from pyfacepnp.train.stages import load_bundle
+    from pyfacepnp.models.bundle import load_bundle
 
     face_model = _face_model()
     bundle = load_bundle(args.checkpoint, face_model)
@@ -110,8 +150,9 @@ def run_demo(cfg: RunConfig, resume: bool = False) -> dict:
     """Data, detector, stage 1, stage 2, evaluation and report: the main job."""
     from pyfacepnp.eval.evaluate import evaluate
     from pyfacepnp.eval.report import write_report
+    from pyfacepnp.models.bundle import load_bundle
     from pyfacepnp.train.data import load_split
-    from pyfacepnp.train.stages import load_bundle, run_training
+    from pyfacepnp.train.stages import run_training
 
     t0 = time.time()
     if cfg.threads > 0:
@@ -191,15 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true")
     s.set_defaults(func=cmd_demo)
 
-    try:
-        from pyfacepnp.data.cli import add_data_commands
-    except ImportError:
-        add_data_commands = None
-    if add_data_commands is not None:
-        add_data_commands(sub)
-    else:
-        s = sub.add_parser("data", help="data tools (unavailable in this installation)")
-        s.set_defaults(func=lambda a: (print("pyfacepnp.data.cli is not available", file=sys.stderr), 2)[1])
+    add_data_commands(sub)
     return p
 
 
@@ -234,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["build_parser", "main", "run_demo", "make_config"]
+__all__ = ["add_config_arguments", "build_parser", "config_from_args", "main", "run_demo", "make_config"]

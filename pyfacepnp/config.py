@@ -1,19 +1,21 @@
-"""Run configuration of the face pipeline: one dataclass tree, presets, command-line overrides.
+"""Run configuration of the face pipeline: one dataclass tree, presets, dotted overrides.
 
 Every run saves its resolved configuration as ``config.json`` beside its outputs, and a
 checkpoint carries the same dictionary, so a run can be reproduced or resumed from it.
-Any field can be overridden on the command line as ``--section.field VALUE``
+Any field can be set as ``{"section.field": value}`` (:func:`set_dotted`, values may be
+strings); the command line (:mod:`pyfacepnp.cli`) offers each as ``--section.field VALUE``
 (e.g. ``--train.batch_size 64 --model.widths 32,64,128,256``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from pyfacepnp.files import atomic_write
 
 
 @dataclass
@@ -122,11 +124,7 @@ class RunConfig:
 
     def save(self, path: str) -> None:
         """Write the configuration as JSON (atomically)."""
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=2).encode()))
 
     @classmethod
     def load(cls, path: str) -> "RunConfig":
@@ -224,42 +222,6 @@ def set_dotted(cfg: RunConfig, dotted: str, value: Any) -> None:
             raise ValueError(f"unknown configuration section {p!r} in {dotted!r}")
         obj = getattr(obj, p)
     _set_field(obj, parts[-1], value, dotted)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--preset``, ``--config`` and one ``--section.field`` option per field."""
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                        help="starting configuration (default: cpu)")
-    parser.add_argument("--config", default=None,
-                        help="a saved config.json to start from instead of a preset")
-    group = parser.add_argument_group("configuration overrides")
-    base = RunConfig()
-    for f in dataclasses.fields(base):
-        value = getattr(base, f.name)
-        if dataclasses.is_dataclass(value):
-            for g in dataclasses.fields(value):
-                group.add_argument(f"--{f.name}.{g.name}", dest=f"cfg__{f.name}.{g.name}",
-                                   default=None, metavar=_metavar(getattr(value, g.name)))
-        else:
-            group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=None,
-                               metavar=_metavar(value))
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Resolve a configuration from parsed ``add_config_arguments`` options."""
-    cfg = RunConfig.load(args.config) if args.config else make_config(args.preset)
-    for key, value in vars(args).items():
-        if key.startswith("cfg__") and value is not None:
-            set_dotted(cfg, key[len("cfg__"):], value)
-    return cfg
-
-
-def _metavar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, tuple):
-        return "A,B,..."
-    return type(value).__name__.upper()
 
 
 def _set_field(obj: Any, name: str, value: Any, label: str) -> None:

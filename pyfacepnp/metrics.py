@@ -3,8 +3,9 @@
 All functions take poses in the OpenCV convention (``x_cam = R @ X + t``, metres) and
 canonical vertices in metres, and report millimetres or degrees. The WCPA score is
 invariant to the camera-axis convention (it only measures distances in camera space), so
-poses converted with :func:`pyfacepnp.data.conventions.wcpa_to_opencv` score exactly
-as the challenge's ``R_t`` would.
+poses converted with :func:`pyfacepnp.geometry.conventions.wcpa_to_opencv` score exactly
+as the challenge's ``R_t`` would. Transforms and the rotation error are those of
+:mod:`pyfacepnp.geometry`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from pyfacepnp.geometry.rotation import rotation_error_deg as _rotation_error_deg
+from pyfacepnp.geometry.transforms import transform_points
 
 __all__ = [
     "WCPAScore",
@@ -33,10 +37,6 @@ def _check(name: str, x, trailing: tuple) -> None:
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-
-
-def _transform(vertices: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return vertices @ R.transpose(-1, -2) + t.unsqueeze(-2)
 
 
 def _mean_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,10 +69,10 @@ def wcpa_terms(pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t) -> WCPASc
             "pred_vertices and gt_vertices must have the same number of vertices, got "
             f"{tuple(pred_vertices.shape)} and {tuple(gt_vertices.shape)}"
         )
-    x1 = _transform(gt_vertices, gt_R, gt_t)
-    x2 = _transform(pred_vertices, pred_R, pred_t)
-    x3 = _transform(gt_vertices, pred_R, pred_t)
-    x4 = _transform(pred_vertices, gt_R, gt_t)
+    x1 = transform_points(gt_vertices, gt_R, gt_t)
+    x2 = transform_points(pred_vertices, pred_R, pred_t)
+    x3 = transform_points(gt_vertices, pred_R, pred_t)
+    x4 = transform_points(pred_vertices, gt_R, gt_t)
     d12 = 1000.0 * _mean_distance(x1, x2)
     d13 = 1000.0 * _mean_distance(x1, x3)
     d14 = 1000.0 * _mean_distance(x1, x4)
@@ -109,7 +109,8 @@ def wcpa_score(pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t, reduction
 
 
 def rotation_error_deg(pred_R: torch.Tensor, gt_R: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle between rotations, ``acos((tr(R_pred^T R_gt) - 1) / 2)``, degrees.
+    """Geodesic angle between rotations in degrees (the ``atan2`` formula of
+    :func:`pyfacepnp.geometry.rotation.rotation_error_deg`, accurate for small angles too).
 
     Args:
         pred_R, gt_R: ``(..., 3, 3)`` rotation matrices (broadcast).
@@ -124,9 +125,7 @@ def rotation_error_deg(pred_R: torch.Tensor, gt_R: torch.Tensor) -> torch.Tensor
     """
     _check("pred_R", pred_R, (3, 3))
     _check("gt_R", gt_R, (3, 3))
-    trace = (pred_R * gt_R).sum(dim=(-1, -2))  # tr(A^T B)
-    cos = ((trace - 1.0) * 0.5).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.acos(cos))
+    return _rotation_error_deg(pred_R, gt_R)
 
 
 def translation_error_mm(pred_t: torch.Tensor, gt_t: torch.Tensor) -> torch.Tensor:

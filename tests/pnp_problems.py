@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.geometry.rotation import rotation_from_euler
+from pyfacepnp.geometry.transforms import transform_points
+
 FAMILIES = ("random", "planar", "minimal", "face", "wide")
 
 
@@ -37,31 +41,30 @@ class Problem:
 
 
 def project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
-    Xc = X @ R.T + t
-    u = Xc @ K.T
-    return u[:, :2] / u[:, 2:]
+    return project_points(X, R, t, K)
+
+
+# Box families: (range of N when not given, range of the depth). "wide": a wide field of
+# view, strong perspective.
+_BOX_FAMILIES = {"random": ((7, 60), (4, 10)), "minimal": ((4, 7), (4, 10)), "wide": ((8, 80), (2.5, 4))}
 
 
 def make_problem(family: str, rng: np.random.Generator, n: int | None = None,
                  noise: float = 1.0, skew: bool = False) -> Problem:
     """One problem of a family; all points in front of the camera, inside a 640x480 view."""
     K = intrinsics(rng, skew)
-    if family == "random":
-        n = n or int(rng.integers(7, 60))
+    if family in _BOX_FAMILIES:  # points in the [-1, 1] box under any rotation
+        (n_lo, n_hi), (d_lo, d_hi) = _BOX_FAMILIES[family]
+        n = n or int(rng.integers(n_lo, n_hi))
         X = rng.uniform(-1, 1, size=(n, 3))
         R = random_rotation(rng)
-        depth = rng.uniform(4, 10)
+        depth = rng.uniform(d_lo, d_hi)
     elif family == "planar":
         n = n or int(rng.integers(4, 60))
         X = np.c_[rng.uniform(-1, 1, size=(n, 2)), np.zeros(n)]
         R0 = random_rotation(rng)  # the plane in a random orientation, seen from the front
         X = X @ R0.T
         R = random_rotation(rng, max_angle=1.0) @ R0.T
-        depth = rng.uniform(4, 10)
-    elif family == "minimal":
-        n = n or int(rng.integers(4, 7))
-        X = rng.uniform(-1, 1, size=(n, 3))
-        R = random_rotation(rng)
         depth = rng.uniform(4, 10)
     elif family == "face":
         n = n or 1220
@@ -73,11 +76,6 @@ def make_problem(family: str, rng: np.random.Generator, n: int | None = None,
         R = (random_rotation_xyz(pitch, yaw, roll) @ np.diag([1.0, -1.0, -1.0]))
         depth = rng.normal(0.53, 0.065)
         K = np.array([[629.8, 0, 400], [0, 629.8, 400], [0, 0, 1.0]])
-    elif family == "wide":
-        n = n or int(rng.integers(8, 80))
-        X = rng.uniform(-1, 1, size=(n, 3))
-        R = random_rotation(rng)
-        depth = rng.uniform(2.5, 4)  # wide field of view, strong perspective
     else:
         raise ValueError(family)
     c = X.mean(0)
@@ -88,11 +86,8 @@ def make_problem(family: str, rng: np.random.Generator, n: int | None = None,
 
 
 def random_rotation_xyz(rx: float, ry: float, rz: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry), math.cos(rz), math.sin(rz)
-    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return Rz @ Ry @ Rx
+    """Rz(rz) Ry(ry) Rx(rx)."""
+    return rotation_from_euler("zyx", rz, ry, rx)
 
 
 def batch(problems, dtype=torch.float64):
@@ -127,7 +122,7 @@ def opencv_best(p: Problem) -> float:
             continue
         rv, tv = cv2.solvePnPRefineLM(X, x, p.K, None, rv, tv, criteria=crit)
         R, _ = cv2.Rodrigues(rv)
-        if np.any((X @ R.T + tv.ravel())[:, 2] <= 0):
+        if np.any(transform_points(X, R, tv.ravel())[:, 2] <= 0):
             continue
         best = min(best, cost_np(X, x, p.K, R, tv.ravel()))
     return best

@@ -136,7 +136,7 @@ def test_train_resume_with_more_steps_finishes_and_a_changed_config_is_refused(t
     for _ in range(2):
         code, out, err = cli_main(capsys, *base, "--train.stage2_steps", "6", "--resume")
         assert code == 0 and "model bundle" in out and "training stopped" not in out, out + err[-3000:]
-    from pyfacepnp.train.checkpoint import load_checkpoint
+    from pyfacepnp.files import load_checkpoint
 
     ck = load_checkpoint(os.path.join(cfg.run_dir, "checkpoints", "stage2.pt"))
     assert ck["done"] and ck["step"] == 6

@@ -4,9 +4,11 @@ import numpy as np
 import torch
 
 from pyfacepnp.data import appearance as ap
-from pyfacepnp.data.conventions import wcpa_to_opencv
-from pyfacepnp.data.head import boundary_loop, head_mesh
-from pyfacepnp.data.render import render_mesh
+from pyfacepnp.data.head import head_mesh
+from pyfacepnp.geometry.conventions import wcpa_to_opencv
+from pyfacepnp.geometry.mesh import boundary_loop
+from pyfacepnp.geometry.transforms import transform_points
+from pyfacepnp.ops.render import render_mesh
 from pyfacepnp.data.synthetic import SyntheticFaceDataset
 
 
@@ -41,7 +43,7 @@ def test_head_never_hides_the_face_and_keeps_the_ground_truth():
         R, t = wcpa_to_opencv(scene.R_t)
         K = on.intrinsics().astype(np.float32)
         tex = ap.texture_from_palette(scene.palette)
-        face = render_mesh((V @ R.T + t).astype(np.float32), model.triangles, model.texcoords, tex, K, (200, 200))
+        face = render_mesh(transform_points(V, R, t).astype(np.float32), model.triangles, model.texcoords, tex, K, (200, 200))
         cam, faces, uv = on.scene_mesh(scene, V, R, t)
         both = render_mesh(cam, faces, uv, tex, K, (200, 200))
         face_px = face.triangle >= 0

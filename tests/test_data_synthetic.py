@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pyfacepnp.data.camera import project_points
-from pyfacepnp.data.conventions import wcpa_to_opencv
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.geometry.conventions import wcpa_to_opencv
 from pyfacepnp.data.synthetic import SyntheticFaceDataset
 
 
@@ -72,7 +72,7 @@ def test_splits_and_seeds_differ():
     ids_te = {tuple(np.round(small("test").identity_params(k)[0], 6)) for k in range(20)}
     assert not ids_tr & ids_te
     # Jitter is on for training only: val crops follow the landmarks exactly.
-    from pyfacepnp.data.crop import crop_affine_from_landmarks
+    from pyfacepnp.geometry.crop import crop_affine_from_landmarks
 
     it = small("val")[1]
     np.testing.assert_allclose(crop_affine_from_landmarks(it["landmarks68"].double().numpy(), 64),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pyfacepnp.data.conventions import opencv_to_wcpa
+from pyfacepnp.geometry.conventions import opencv_to_wcpa
 from pyfacepnp.data.synthetic import SyntheticFaceDataset
 from pyfacepnp.data.wcpa import (
     SUBMISSION_COLUMNS,

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyfacepnp.data import wcpa
+from pyfacepnp.data.wcpa import dataset as wcpa_dataset
 from pyfacepnp.data.wcpa import WCPADataError, WCPADataset, read_image, read_landmarks, read_list
 from tests.test_data_wcpa import exported, fresh_copy  # noqa: F401  (the tiny exported WCPA folder)
 
@@ -116,11 +116,11 @@ def test_landmark_errors_name_the_file_and_are_skipped(exported, tmp_path, conte
 def test_non_finite_crop_is_never_returned(exported, tmp_path, monkeypatch):  # noqa: F811
     # The last guard: whatever slips through the checks, a non-finite item is an error.
     root = fresh_copy(exported, tmp_path)
-    target, real = read_landmarks(WCPADataset(root, LIST).paths(1)["landmarks"]), wcpa.crop_affine_from_landmarks
+    target, real = read_landmarks(WCPADataset(root, LIST).paths(1)["landmarks"]), wcpa_dataset.crop_affine_from_landmarks
     def affine(lm, *a, **k):
         return np.full((2, 3), np.nan) if np.array_equal(lm, target) else real(lm, *a, **k)
 
-    monkeypatch.setattr(wcpa, "crop_affine_from_landmarks", affine)
+    monkeypatch.setattr(wcpa_dataset, "crop_affine_from_landmarks", affine)
     expect_error_and_skip(root, "landmarks", r"sample's 'crop_affine' is not finite")
 
 

@@ -6,9 +6,9 @@ import torch
 
 import pyfacepnp
 from pyfacepnp.eval.evaluate import METHODS, EvalResult, pose_metrics
-from pyfacepnp.eval.overlay import draw_mesh
-from pyfacepnp.eval.posthoc import cv2_solve_pnp
-from pyfacepnp.models.pose import project_points
+from pyfacepnp.draw import draw_mesh
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.models.posthoc import cv2_solve_pnp
 from tests.test_model import _face_problem
 
 
@@ -69,7 +69,7 @@ def test_draw_mesh_draws_only_along_edges():
 
 
 def test_frame_from_image_keeps_the_camera_consistent():
-    from pyfacepnp.data.camera import wcpa_intrinsics
+    from pyfacepnp.geometry.camera import wcpa_intrinsics
     from pyfacepnp.eval.predict import frame_from_image
 
     rgb = np.zeros((300, 200, 3), np.uint8)

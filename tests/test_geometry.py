@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyfacepnp.data.camera import crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
-from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
+from pyfacepnp.geometry.camera import crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
+from pyfacepnp.geometry.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
 
 
 def random_rt(rng, n):

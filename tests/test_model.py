@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import pyfacepnp
-from pyfacepnp.models import FaceNet, LandmarkDetector, ResNetBackbone, project_points, solve_pose
-from pyfacepnp.models.coords import normalized_to_pixels, pixels_to_normalized, warp_image
+from pyfacepnp.geometry.camera import normalized_to_pixels, pixels_to_normalized, project_points
+from pyfacepnp.geometry.crop import warp_image
+from pyfacepnp.models import FaceNet, LandmarkDetector, ResNetBackbone, solve_pose
 from pyfacepnp.models.pose import pnp_weights
 
 

@@ -12,8 +12,9 @@ import torch
 
 import pyfacepnp
 from pyfacepnp.config import RunConfig, make_config, set_dotted
+from pyfacepnp.files import load_checkpoint, save_atomic
+from pyfacepnp.geometry.mesh import edges_from_triangles
 from pyfacepnp.train import losses as L
-from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
 from pyfacepnp.train.data import TensorSplit, step_batches
 from pyfacepnp.train.distributed import DistInfo
 from pyfacepnp.train.schedule import warmup_cosine
@@ -65,7 +66,7 @@ def test_gaussian_nll_is_minimised_at_the_residual_variance():
 def test_vertex_and_edge_losses_in_millimetres():
     v = torch.zeros(1, 3, 3)
     v[0, 1, 0], v[0, 2, 1] = 0.01, 0.01
-    edges = L.edges_from_triangles(np.array([[0, 1, 2], [2, 1, 0]]))
+    edges = edges_from_triangles(np.array([[0, 1, 2], [2, 1, 0]]))
     assert edges.tolist() == [[0, 1], [0, 2], [1, 2]]
     shifted = v + 0.002  # a translation changes vertices, not edge lengths
     torch.testing.assert_close(L.vertex_l1(shifted, v), torch.tensor([2.0]))
@@ -145,13 +146,13 @@ def test_step_batches_resume_replays_and_ranks_partition():
 def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    import pyfacepnp.train.stages as st
-    from pyfacepnp.models.pose import PoseOutput, project_points
+    from pyfacepnp.models.bundle import build_models
+    from pyfacepnp.models.pose import PoseOutput
     from tests.test_model import random_rotation, tiny_face_model
 
     fm = tiny_face_model()
     cfg = tiny_config(tmp_path)
-    _, net = st.build_models(cfg, fm)
+    _, net = build_models(cfg, fm)
     net.eval()  # per-sample independence (no batch statistics)
     g = torch.Generator().manual_seed(0)
     b = 3
@@ -165,9 +166,9 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     # an untrained network predicts the same landmarks for every crop: start them at the
     # template seen under another pose, so that every problem is well posed but off
     R_ref = random_rotation(g, 0.2).float()[None]
-    net.landmark_head.set_mean_landmarks(st.gt_crop_landmarks(
+    net.landmark_head.set_mean_landmarks(L.gt_crop_landmarks(
         {"vertices": verts[:1], "R": R_ref, "t": t[:1], "K": K[:1], "crop_affine": A[:1]})[0])
-    real = st.solve_pose
+    real = L.solve_pose
 
     def failing(*args, **kw):  # problem 1 fails: garbage pose, non-converged status
         out = real(*args, **kw)
@@ -177,8 +178,8 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
         status[1] = int(pyfacepnp.PnPStatus.MAX_ITERATIONS)
         return PoseOutput(R_bad, out.t, status, out.landmarks_image, out.weights, out.camera_vertices)
 
-    monkeypatch.setattr(st, "solve_pose", failing)
-    loss_fn = st.make_stage2_loss(cfg, L.edges_from_triangles(fm.triangles))
+    monkeypatch.setattr(L, "solve_pose", failing)
+    loss_fn = L.make_stage2_loss(cfg, edges_from_triangles(fm.triangles))
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     loss, metrics = loss_fn(net, batch, gen())
     assert torch.isfinite(loss) and metrics["pnp_failed"] == pytest.approx(1 / 3)
@@ -186,7 +187,7 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     # with the branch terms off, the failed sample sends no gradient into the network
     cfg.train.stage2_branch_weight = 0.0
-    loss_fn = st.make_stage2_loss(cfg, L.edges_from_triangles(fm.triangles))
+    loss_fn = L.make_stage2_loss(cfg, edges_from_triangles(fm.triangles))
     captured = {}
 
     def keep_outputs(module, inputs, output):
@@ -271,10 +272,9 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
     # and training did change them (the check above is not comparing two initialisations)
     first = load_checkpoint(os.path.join(cfg.run_dir, "checkpoints", "stage1.pt"))
     assert first["done"] and first["step"] == cfg.train.stage1_steps
-    import pyfacepnp.train.stages as st
-    from pyfacepnp.train.stages import default_face_model
+    from pyfacepnp.models.bundle import build_models, default_face_model
     torch.manual_seed(cfg.train.seed)
-    _, fresh = st.build_models(cfg, default_face_model())
+    _, fresh = build_models(cfg, default_face_model())
     for k, v in fresh.state_dict().items():
         if v.is_floating_point() and not torch.equal(v, r0["stage1"][k]):
             moved += 1
@@ -282,8 +282,8 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
 
 
 def test_geometric_jitter_recrops_consistently_with_the_affine():
-    from pyfacepnp.models.coords import warp_image
-    from pyfacepnp.train.stages import geometric_jitter
+    from pyfacepnp.geometry.crop import warp_image
+    from pyfacepnp.train.augment import geometric_jitter
 
     g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(200.0), torch.arange(200.0), indexing="ij")
@@ -301,7 +301,7 @@ def test_geometric_jitter_recrops_consistently_with_the_affine():
 # ---------------------------------------------------------------- resume: more steps, other configs, temporaries
 def _leave_interrupted_checkpoint(target):
     """A process killed while save_atomic writes ``target``: its temporary stays behind."""
-    code = ("import os, torch\nfrom pyfacepnp.train import checkpoint as c\n"
+    code = ("import os, torch\nfrom pyfacepnp import files as c\n"
             "os.replace = lambda *a: os._exit(3)\n"
             f"c.save_atomic({{'w': torch.zeros(500000)}}, {str(target)!r})\n")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -6,13 +6,18 @@ triangulation of the vertex sites in this plane, the texture is painted in it, a
 :mod:`pyfacepnp.data.face_model` lifts it to 3D. The mouth is drawn *open* here (a
 lens-shaped band between the inner-lip lines) and closed in 3D, so that opening the jaw
 stretches the band's triangles, which the texture paints as the mouth interior.
+
+(A little over 300 lines on purpose: the feature curves, the landmark and feature sites on
+them and the fill sites between them are one construction whose counts add up to
+:data:`~pyfacepnp.geometry.mesh.NUM_VERTICES`; split, each half would need the other's
+internals.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-NUM_VERTICES = 1220
+from pyfacepnp.geometry.mesh import NUM_VERTICES
 
 # Feature geometry (metres). The face's right eye is at u < 0.
 EYE_INNER_U, EYE_OUTER_U = 0.016, 0.045

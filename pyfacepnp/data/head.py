@@ -23,8 +23,9 @@ import numpy as np
 
 from pyfacepnp.data import appearance as ap
 from pyfacepnp.data.face_layout import TEXTURE_EXTENT, smoothstep
+from pyfacepnp.geometry.mesh import boundary_loop
 
-__all__ = ["boundary_loop", "head_mesh"]
+__all__ = ["head_mesh"]
 
 _RINGS = 7  # meridian samples from the face boundary to the back of the head
 _NECK_SEGMENTS, _NECK_RINGS = 24, 4
@@ -33,24 +34,6 @@ _TORSO_SEGMENTS = 32
 # into the shoulders.
 _TORSO = ((0.115, 0.062, 0.055), (0.150, 0.120, 0.080), (0.175, 0.175, 0.095), (0.200, 0.195, 0.100),
           (0.450, 0.200, 0.105))
-
-
-@functools.lru_cache(maxsize=4)
-def _loop(triangles_bytes: bytes, n: int) -> np.ndarray:
-    tris = np.frombuffer(triangles_bytes, dtype=np.int64).reshape(n, 3)
-    directed = {(int(a), int(b)) for t in tris for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))}
-    nxt = {a: b for a, b in directed if (b, a) not in directed}
-    start = min(nxt)
-    loop, cur = [start], nxt[start]
-    while cur != start:
-        loop.append(cur)
-        cur = nxt[cur]
-    return np.array(loop, dtype=np.int64)
-
-
-def boundary_loop(model) -> np.ndarray:
-    """Indices of the face mesh's boundary vertices in order (counter-clockwise from the front)."""
-    return _loop(model.triangles.tobytes(), len(model.triangles))
 
 
 @functools.lru_cache(maxsize=4)

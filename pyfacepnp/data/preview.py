@@ -7,13 +7,16 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from pyfacepnp.data.render import render_mesh
+from pyfacepnp.draw import draw_mesh
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.geometry.mesh import LANDMARK_GROUPS
+from pyfacepnp.geometry.transforms import transform_points
+from pyfacepnp.ops.render import render_mesh
 
 __all__ = ["draw_ground_truth", "contact_sheet"]
 
-# 68-point groups: jaw, brows, nose, eyes, lips.
-_GROUPS = ((range(0, 17), (255, 220, 0)), (range(17, 27), (255, 120, 0)), (range(27, 36), (0, 220, 255)),
-           (range(36, 48), (0, 255, 120)), (range(48, 68), (255, 60, 200)))
+_COLOURS = {"jaw": (255, 220, 0), "brows": (255, 120, 0), "nose": (0, 220, 255), "eyes": (0, 255, 120),
+            "lips": (255, 60, 200)}
 
 
 def draw_ground_truth(item: dict, model, mesh_alpha: float = 0.35) -> np.ndarray:
@@ -29,22 +32,18 @@ def draw_ground_truth(item: dict, model, mesh_alpha: float = 0.35) -> np.ndarray
     size = crop.shape[0]
     img = (crop * 255 + 0.5).astype(np.uint8)
     V, R, t, K = (item[k].double().numpy() for k in ("vertices", "R", "t", "K_crop"))
-    cam = V @ R.T + t
+    cam = transform_points(V, R, t)
     # Edges of the triangles that are visible somewhere: hidden ones would clutter.
     tri = render_mesh(cam.astype(np.float32), model.triangles, model.texcoords, np.ones((1, 1, 3), np.float32),
                       K.astype(np.float32), (size, size)).triangle.numpy()
     visible = np.unique(tri[tri >= 0])
-    uv = cam @ K.T
-    uv = uv[:, :2] / uv[:, 2:3]
-    shift = 4
-    pts = np.round(uv * (1 << shift)).astype(np.int32)
-    overlay = img.copy()
-    polys = [pts[model.triangles[f]] for f in visible]
-    cv2.polylines(overlay, polys, True, (255, 255, 255), 1, cv2.LINE_AA, shift)
-    img = cv2.addWeighted(overlay, mesh_alpha, img, 1 - mesh_alpha, 0)
+    img = draw_mesh(img, project_points(V, R, t, K), model.triangles[visible], color=(255, 255, 255),
+                    alpha=mesh_alpha)
     lm = item["landmarks68_crop"].double().numpy()
     r = max(1, size // 128)
-    for idx, colour in _GROUPS:
+    shift = 4  # sub-pixel precision of cv2.circle
+    for group, idx in LANDMARK_GROUPS.items():
+        colour = _COLOURS[group]
         for k in idx:
             cv2.circle(img, tuple(np.round(lm[k] * (1 << shift)).astype(int)), r << shift, colour, -1, cv2.LINE_AA, shift)
     return img

@@ -20,12 +20,14 @@ import torch
 from torch.utils.data import Dataset
 
 from pyfacepnp.data import appearance as ap
-from pyfacepnp.data.camera import WCPA_FOCAL, crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
-from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
-from pyfacepnp.data.crop import crop_affine_from_landmarks, jitter_affine
+from pyfacepnp.data import imaging
 from pyfacepnp.data.face_model import EXPRESSION_NAMES, FaceModel, get_face_model
 from pyfacepnp.data.head import head_mesh
-from pyfacepnp.data.render import render_mesh
+from pyfacepnp.geometry.camera import WCPA_FOCAL, crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
+from pyfacepnp.geometry.conventions import opencv_to_wcpa, wcpa_rotation_from_euler, wcpa_to_opencv
+from pyfacepnp.geometry.crop import apply_affine, compose_affines, crop_affine_from_landmarks, jitter_affine
+from pyfacepnp.geometry.transforms import transform_points
+from pyfacepnp.ops.render import render_mesh
 
 __all__ = ["SyntheticFaceDataset", "FaceScene", "PoseStats", "SPLITS"]
 
@@ -191,10 +193,10 @@ class SyntheticFaceDataset(Dataset):
         exp_coeffs = _sample_expression(rng)
         R_t = _sample_pose(rng, self.pose_stats)
         focal = WCPA_FOCAL * float(np.exp(rng.normal(0, self.focal_std))) if self.focal_std > 0 else WCPA_FOCAL
-        lights, material = ap.sample_lighting(rng)
-        background = ap.sample_background(rng)
+        lights, material = imaging.sample_lighting(rng)
+        background = imaging.sample_background(rng)
         lm = self._landmarks(id_coeffs, exp_coeffs, R_t, focal)
-        occluders = ap.sample_occluders(rng, lm, self.occluder_prob)
+        occluders = imaging.sample_occluders(rng, lm, self.occluder_prob)
         blur = float(rng.uniform(0.4, 2.0)) if rng.random() < self.blur_prob else 0.0
         noise = float(rng.uniform(0.005, 0.04)) if rng.random() < self.noise_prob else 0.0
         jitter = None
@@ -211,7 +213,7 @@ class SyntheticFaceDataset(Dataset):
     def crop_affine(self, scene: FaceScene, landmarks: np.ndarray) -> np.ndarray:
         A = crop_affine_from_landmarks(landmarks, self.crop_size, margin=self.crop_margin)
         if scene.crop_jitter is not None:
-            A = (np.vstack([scene.crop_jitter, [0, 0, 1]]) @ np.vstack([A, [0, 0, 1]]))[:2]
+            A = compose_affines(scene.crop_jitter, A)
         return A
 
     def scene_mesh(self, scene: FaceScene, vertices: np.ndarray, R: np.ndarray, t: np.ndarray):
@@ -223,7 +225,7 @@ class SyntheticFaceDataset(Dataset):
             verts = np.concatenate([vertices, hv])
             faces = np.concatenate([faces, hf])
             uv = np.concatenate([uv, huv])
-        cam = (verts.astype(np.float64) @ R.T + t).astype(np.float32)
+        cam = transform_points(verts.astype(np.float64), R, t).astype(np.float32)
         return cam, faces, uv
 
     def render(self, scene: FaceScene, mesh, K: np.ndarray, frame_to_out: np.ndarray, out_size: int,
@@ -239,17 +241,17 @@ class SyntheticFaceDataset(Dataset):
             size = out_size * supersample
             up = np.vstack([resize_affine(out_size, size), [0.0, 0.0, 1.0]])
             K = up @ K
-            to_out = (up @ np.vstack([frame_to_out, [0.0, 0.0, 1.0]]))[:2]
-        background = ap.warp_background(scene.background, to_out, self.image_size, size)
+            to_out = compose_affines(up[:2], frame_to_out)
+        background = imaging.warp_background(scene.background, to_out, self.image_size, size)
         cam, faces, uv = mesh
         out = render_mesh(cam, faces, uv, texture, K.astype(np.float32), background, scene.lights, scene.material)
         img = out.image.numpy()
-        ap.draw_occluders(img, scene.occluders, to_out)
+        imaging.draw_occluders(img, scene.occluders, to_out)
         if supersample > 1:
             img = cv2.resize(img, (out_size, out_size), interpolation=cv2.INTER_AREA)
         scale = float(np.sqrt(abs(np.linalg.det(frame_to_out[:, :2]))))
         noise_seed = int(self._seed(2, scene.index, noise_stream).generate_state(1)[0])
-        return ap.degrade(img, noise_seed, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
+        return imaging.degrade(img, noise_seed, scene.blur_sigma * self.image_size / 800.0, scene.noise_sigma, scale)
 
     def __getitem__(self, index: int) -> dict:
         if isinstance(index, torch.Tensor):
@@ -272,7 +274,7 @@ class SyntheticFaceDataset(Dataset):
             "K": f32(K),
             "K_crop": f32(K_crop),
             "landmarks68": f32(lm),
-            "landmarks68_crop": f32(lm @ A[:, :2].T + A[:, 2]),
+            "landmarks68_crop": f32(apply_affine(lm, A)),
             "vertices": torch.from_numpy(V.copy()),
             "R": f32(R),
             "t": f32(t),

@@ -8,6 +8,10 @@ Rows (all on the same detector crops of the same frames):
 - ``(b) stage-1 + solve_pnp``: the same predictions, pose by ``pyfacepnp.solve_pnp``
   with weights 1/sigma^2.
 - ``(c) end-to-end + solve_pnp``: the network after stage-2 fine-tuning through the op.
+
+Every row is :func:`pyfacepnp.models.pipeline.run_pipeline`, the function users call, with
+the option of the variant (the detector's landmarks reused across rows; OpenCV's solver for
+(a); ground-truth landmarks for the oracle crops of the diagnostics).
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import numpy as np
 import torch
 
 import pyfacepnp
-from pyfacepnp.eval.posthoc import cv2_solve_pnp
-from pyfacepnp.models.coords import warp_image
-from pyfacepnp.models.pipeline import crop_affine
-from pyfacepnp.models.pose import project_points, solve_pose
+from pyfacepnp import metrics as M
+from pyfacepnp.geometry.camera import project_points
+from pyfacepnp.models.pipeline import run_pipeline
 from pyfacepnp.train.data import iterate_split
 
 METHODS = {
@@ -35,8 +38,6 @@ METRIC_NAMES = ("wcpa", "rotation_deg", "translation_mm", "vertex_mm")
 
 def pose_metrics(pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t) -> dict:
     """Per-sample metrics (numpy ``(B,)``) from :mod:`pyfacepnp.metrics`."""
-    from pyfacepnp import metrics as M
-
     args = [x.detach().cpu().double() for x in (pred_vertices, pred_R, pred_t, gt_vertices, gt_R, gt_t)]
     pv, pR, pt, gv, gR, gt = args
     out = {
@@ -84,13 +85,17 @@ def _append(store: dict, method: str, metrics: dict) -> None:
         d.setdefault(k, []).append(v)
 
 
+def _failed(pose) -> int:
+    return int((pose.status != int(pyfacepnp.PnPStatus.CONVERGED)).sum())
+
+
 @torch.no_grad()
 def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterations: int = 50,
              cv2_method: str = "sqpnp", num_examples: int = 4, progress: bool = True) -> EvalResult:
     """Evaluate every method of :data:`METHODS` on a split (needs its full ``image``).
 
     Args:
-        bundle: :func:`pyfacepnp.train.load_bundle` output.
+        bundle: :func:`pyfacepnp.models.bundle.load_bundle` output.
         source: a split from :func:`pyfacepnp.train.data.load_split` with ``keep_image``.
         face_model: the face model (template, triangles).
         cv2_method: ``"sqpnp"`` or ``"iterative"`` for row (a).
@@ -114,49 +119,39 @@ def evaluate(bundle: dict, source, face_model, batch_size: int = 32, pnp_iterati
                       total=(len(source) + batch_size - 1) // batch_size, mininterval=1.0):
         if "image" not in batch:
             raise ValueError("evaluation needs full frames: load the split with keep_image=True")
-        frames = batch["image"].float() / 255.0
-        K, gv, gR, gt = batch["K"], batch["vertices"], batch["R"], batch["t"]
+        frames, K, gv, gR, gt = batch["image"], batch["K"], batch["vertices"], batch["R"], batch["t"]
         b = frames.shape[0]
-        # detector and crop
-        lm68 = det(frames)
-        A = crop_affine(lm68, c, margin)
+
+        def pipeline(net, **options):
+            return run_pipeline(det, net, frames, K, c, margin, pnp_iterations, **options)
+
+        # (b) stage-1 network: the detector, its crop, weighted PnP; the other rows reuse its landmarks
+        out_b = pipeline(net1)
+        lm68, A = out_b["landmarks68"], out_b["crop_affine"]
+        out_a = pipeline(net1, landmarks68=lm68, solver="opencv", cv2_method=cv2_method)
+        out_c = pipeline(net2, landmarks68=lm68)
+        # diagnostic: (c) on crops around the ground-truth landmarks (a perfect detector)
+        out_o = pipeline(net2, landmarks68=batch["landmarks68"])
         det_err.append((lm68 - batch["landmarks68"]).norm(dim=-1).mean(-1))
         gt_px = project_points(gv, gR, gt, K)
         in_crop = pyfacepnp.warp_points(gt_px, A)
         inside.append(((in_crop >= -0.5) & (in_crop <= c - 0.5)).all(-1).all(-1))
-        crop = warp_image(frames, A, c)
-        # baseline
         _append(store, "baseline", pose_metrics(template.expand(b, -1, -1), base_R.expand(b, 3, 3),
                                                 base_t.expand(b, 3), gv, gR, gt))
-        # (a), (b): stage-1 network
-        p1 = net1(crop)
-        lm_img1 = pyfacepnp.warp_points(p1["landmarks"], pyfacepnp.invert_affine(A))
-        Ra, ta, oka = cv2_solve_pnp(p1["vertices"], lm_img1, K, cv2_method)
-        fails["a"] += int((~oka).sum())
-        _append(store, "a", pose_metrics(p1["vertices"], Ra, ta, gv, gR, gt))
-        pb = solve_pose(p1["vertices"], p1["landmarks"], p1["log_var"], A, K, max_iterations=pnp_iterations)
-        fails["b"] += int((pb.status != int(pyfacepnp.PnPStatus.CONVERGED)).sum())
-        _append(store, "b", pose_metrics(p1["vertices"], pb.R, pb.t, gv, gR, gt))
-        # (c): end-to-end network
-        p2 = net2(crop)
-        pc = solve_pose(p2["vertices"], p2["landmarks"], p2["log_var"], A, K, max_iterations=pnp_iterations)
-        fails["c"] += int((pc.status != int(pyfacepnp.PnPStatus.CONVERGED)).sum())
-        _append(store, "c", pose_metrics(p2["vertices"], pc.R, pc.t, gv, gR, gt))
-        # diagnostic: (c) on crops around the ground-truth landmarks (a perfect detector)
-        A_gt = crop_affine(batch["landmarks68"], c, margin)
-        p2o = net2(warp_image(frames, A_gt, c))
-        po = solve_pose(p2o["vertices"], p2o["landmarks"], p2o["log_var"], A_gt, K, max_iterations=pnp_iterations)
-        _append(oracle, "c", pose_metrics(p2o["vertices"], po.R, po.t, gv, gR, gt))
-        for key, p, lm_img in (("a", p1, lm_img1), ("c", p2, pc.landmarks_image)):
-            err = (lm_img - gt_px).norm(dim=-1)  # frame px, per vertex
-            sigma = torch.exp(0.5 * p["log_var"])
+        for key, out in (("a", out_a), ("b", out_b), ("c", out_c)):
+            fails[key] += _failed(out["pose"])
+            _append(store, key, pose_metrics(out["pred"]["vertices"], out["pose"].R, out["pose"].t, gv, gR, gt))
+        _append(oracle, "c", pose_metrics(out_o["pred"]["vertices"], out_o["pose"].R, out_o["pose"].t, gv, gR, gt))
+        for key, out in (("a", out_a), ("c", out_c)):
+            err = (out["pose"].landmarks_image - gt_px).norm(dim=-1)  # frame px, per vertex
+            sigma = torch.exp(0.5 * out["pred"]["log_var"])
             sigma = sigma.mean(-1) if sigma.dim() == 3 else sigma
             diag[key].append(torch.stack([err.mean(-1), sigma.median(-1).values], -1))
-        if len(res.examples) < num_examples:
-            for i in range(min(b, num_examples - len(res.examples))):
-                res.examples.append({"image": batch["image"][i], "K": K[i], "R": pc.R[i], "t": pc.t[i],
-                                     "vertices": p2["vertices"][i], "gt_R": gR[i], "gt_t": gt[i],
-                                     "gt_vertices": gv[i], "crop_affine": A[i]})
+        pc, p2 = out_c["pose"], out_c["pred"]
+        for i in range(min(b, num_examples - len(res.examples))):
+            res.examples.append({"image": batch["image"][i], "K": K[i], "R": pc.R[i], "t": pc.t[i],
+                                 "vertices": p2["vertices"][i], "gt_R": gR[i], "gt_t": gt[i],
+                                 "gt_vertices": gv[i], "crop_affine": A[i]})
         res.n += b
     res.per_sample = {m: {k: np.concatenate(v) for k, v in d.items()} for m, d in store.items()}
     res.failures = fails

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import torch
 
-from pyfacepnp.eval.overlay import draw_mesh
+from pyfacepnp.draw import draw_mesh
+from pyfacepnp.geometry.camera import crop_intrinsics, project_points, resize_affine, wcpa_intrinsics
 from pyfacepnp.models.pipeline import run_pipeline
-from pyfacepnp.models.pose import project_points
 
 
 def frame_from_image(rgb: np.ndarray, frame_size: int, focal: float | None = None):
@@ -27,8 +27,6 @@ def frame_from_image(rgb: np.ndarray, frame_size: int, focal: float | None = Non
         (intrinsics of the original image; R, t are shared by both).
     """
     import cv2
-
-    from pyfacepnp.data.camera import crop_intrinsics, resize_affine, wcpa_intrinsics
 
     h, w = rgb.shape[:2]
     side = max(h, w)

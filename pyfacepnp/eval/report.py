@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
+from pyfacepnp.draw import draw_mesh
 from pyfacepnp.eval.evaluate import EvalResult
-from pyfacepnp.eval.overlay import draw_mesh
-from pyfacepnp.models.pose import project_points
+from pyfacepnp.geometry.camera import project_points
 from pyfacepnp.train.logger import read_csv
 
 CURVES = {"detector": ["loss", "lm68_px"], "stage1": ["loss", "vertex_l1_mm", "lm_px"],
@@ -15,8 +16,14 @@ CURVES = {"detector": ["loss", "lm68_px"], "stage1": ["loss", "vertex_l1_mm", "l
 
 
 def plot_curves(run_dir: str, path: str) -> bool:
-    """One row of panels per stage from ``<stage>_log.csv``; False when there is nothing to plot."""
-    import matplotlib
+    """One row of panels per stage from ``<stage>_log.csv``; False when there is nothing to
+    plot or matplotlib (the ``plots`` extra) is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn("loss curves not drawn: matplotlib is not installed "
+                      "(pip install 'pyfacepnp[plots]' or pip install matplotlib)", stacklevel=2)
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

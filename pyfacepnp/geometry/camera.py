@@ -1,14 +1,19 @@
-"""WCPA camera intrinsics and the pixel-grid algebra shared by the renderer and loaders.
+"""Cameras: the pixel convention, WCPA intrinsics, crop intrinsics and the projection.
 
-Pixel convention (the project's): integer coordinates are pixel centres, the origin is
-the centre of the top-left pixel, ``x`` right, ``y`` down. A WCPA frame is 800x800 with
-``fx = fy = 629.8`` and ``cx = cy = 400`` (the challenge's OpenGL projection matrix maps
-NDC 0 to 400).
+Pixel convention (the project's, OpenCV's): integer coordinates are pixel centres, the
+origin is the centre of the top-left pixel, ``x`` right, ``y`` down, so an image of side S
+spans ``[-0.5, S - 0.5]``. Normalised coordinates map that span to ``[-1, 1]``, which is
+also ``torch.nn.functional.grid_sample``'s convention with ``align_corners=False``.
+
+A WCPA frame is 800x800 with ``fx = fy = 629.8`` and ``cx = cy = 400`` (the challenge's
+OpenGL projection matrix maps NDC 0 to 400).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from pyfacepnp.geometry.transforms import transform_points
 
 __all__ = [
     "WCPA_IMAGE_SIZE",
@@ -17,6 +22,9 @@ __all__ = [
     "resize_affine",
     "crop_intrinsics",
     "project_points",
+    "project_to_crop",
+    "pixels_to_normalized",
+    "normalized_to_pixels",
 ]
 
 WCPA_IMAGE_SIZE = 800
@@ -66,8 +74,10 @@ def wcpa_intrinsics(image_size=WCPA_IMAGE_SIZE, focal: float = WCPA_FOCAL) -> np
     return np.array([[focal * sx, 0.0, 400.5 * sx - 0.5], [0.0, focal * sy, 400.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
-def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pinhole projection ``u = K (R X + t) / z`` (OpenCV convention), numpy, batched.
+def project_points(points, R, t, K):
+    """Pinhole projection ``u = K (R X + t) / z`` (OpenCV convention), batched.
+
+    Numpy arrays or torch tensors (differentiable); batch dimensions broadcast.
 
     Args:
         points: ``(..., N, 3)`` canonical points.
@@ -75,7 +85,34 @@ def project_points(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarr
 
     Returns:
         ``(..., N, 2)`` pixel coordinates.
+
+    Example:
+        >>> K = np.array([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]])
+        >>> project_points(np.array([[0.2, 0.0, 0.0]]), np.eye(3), np.array([0.0, 0.0, 2.0]), K)
+        array([[60., 50.]])
     """
-    cam = points @ np.swapaxes(R, -1, -2) + t[..., None, :]
-    uvw = cam @ np.swapaxes(K, -1, -2)
+    uvw = transform_points(points, R, t) @ K.swapaxes(-1, -2)
     return uvw[..., :2] / uvw[..., 2:3]
+
+
+def project_to_crop(points, R, t, K, crop_affine):
+    """Crop pixels ``(B, N, 2)`` of points under a pose: the projection with the frame's
+    ``K``, then the frame-to-crop affine (``pyfacepnp.warp_points``, differentiable).
+
+    Args:
+        points: ``(B, N, 3)``; R: ``(B, 3, 3)``; t: ``(B, 3)``; K: ``(B, 3, 3)`` frame
+            intrinsics; crop_affine: ``(B, 2, 3)`` frame-to-crop pixel affines (torch).
+    """
+    from pyfacepnp.ops.warp import warp_points
+
+    return warp_points(project_points(points, R, t, K), crop_affine)
+
+
+def pixels_to_normalized(p, size):
+    """Pixel coordinates ``(..., 2)`` of an image of side ``size`` to ``[-1, 1]``."""
+    return (p + 0.5) * (2.0 / size) - 1.0
+
+
+def normalized_to_pixels(n, size):
+    """Inverse of :func:`pixels_to_normalized`."""
+    return (n + 1.0) * (size / 2.0) - 0.5

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pyfacepnp.geometry.rotation import rotation_from_euler
+
 __all__ = ["wcpa_to_opencv", "opencv_to_wcpa", "wcpa_rotation_from_euler"]
 
 
@@ -115,20 +117,4 @@ def wcpa_rotation_from_euler(pitch, yaw, roll) -> np.ndarray:
         >>> np.allclose(wcpa_rotation_from_euler(0.0, 0.0, 0.0), np.eye(3))
         True
     """
-    if all(np.ndim(a) == 0 for a in (pitch, yaw, roll)):  # scalar fast path (data sampling)
-        cp, sp, cy, sy, cr, sr = (f(float(a)) for a in (pitch, yaw, roll) for f in (np.cos, np.sin))
-        ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-        rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
-        rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
-        return (rz @ rx @ ry).T
-    pitch, yaw, roll = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (pitch, yaw, roll)))
-    c, s = np.cos, np.sin
-    zeros, ones = np.zeros_like(pitch), np.ones_like(pitch)
-
-    def mat(rows):
-        return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
-
-    ry = mat([[c(yaw), zeros, s(yaw)], [zeros, ones, zeros], [-s(yaw), zeros, c(yaw)]])
-    rx = mat([[ones, zeros, zeros], [zeros, c(pitch), -s(pitch)], [zeros, s(pitch), c(pitch)]])
-    rz = mat([[c(roll), -s(roll), zeros], [s(roll), c(roll), zeros], [zeros, zeros, ones]])
-    return np.swapaxes(rz @ rx @ ry, -1, -2)
+    return np.swapaxes(rotation_from_euler("zxy", roll, pitch, yaw), -1, -2)

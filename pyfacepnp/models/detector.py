@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from pyfacepnp.models.backbone import ResNetBackbone
-from pyfacepnp.models.coords import normalized_to_pixels, resize_image
+from pyfacepnp.geometry.camera import normalized_to_pixels
+from pyfacepnp.geometry.crop import resize_image
 from pyfacepnp.models.face_net import normalize_image
 
 
@@ -47,10 +48,6 @@ class LandmarkDetector(nn.Module):
     def heatmap_logits(self, small: torch.Tensor) -> torch.Tensor:
         """``(B, 3, s, s)`` downscaled frames -> ``(B, 68, s/8, s/8)`` heatmap logits."""
         return self.heatmaps(self.backbone(normalize_image(small))).float()
-
-    def forward_normalized(self, small: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, s, s)`` downscaled frames -> ``(B, 68, 2)`` normalised coordinates."""
-        return soft_argmax(self.heatmap_logits(small))
 
     def forward(self, image: torch.Tensor, return_logits: bool = False):
         """``(B, 3, H, W)`` frames (float [0, 1] or uint8) -> ``(B, 68, 2)`` pixels of the frame

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pyfacepnp.models.backbone import ResNetBackbone, SpatialPool
-from pyfacepnp.models.coords import normalized_to_pixels
+from pyfacepnp.geometry.camera import normalized_to_pixels
 
 # Log-variances are soft-clamped to LOGVAR_CENTER +- LOGVAR_RANGE (px^2): sigma from ~0.03 px
 # to ~33 px, so 1/sigma^2 PnP weights stay finite and the NLL cannot run away.
@@ -158,10 +158,5 @@ def normalize_image(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) * 4.0
 
 
-def log_var_to_sigma(log_var: torch.Tensor) -> torch.Tensor:
-    """Standard deviation in pixels from a log-variance in px^2."""
-    return torch.exp(0.5 * log_var)
-
-
-__all__ = ["FaceNet", "MeshHead", "LandmarkHead", "normalize_image", "log_var_to_sigma",
+__all__ = ["FaceNet", "MeshHead", "LandmarkHead", "normalize_image",
            "LOGVAR_CENTER", "LOGVAR_RANGE"]

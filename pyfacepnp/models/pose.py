@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 import pyfacepnp
+from pyfacepnp.geometry.transforms import transform_points
 
 
 class PoseOutput(NamedTuple):
@@ -26,11 +27,6 @@ class PoseOutput(NamedTuple):
     landmarks_image: torch.Tensor
     weights: torch.Tensor
     camera_vertices: torch.Tensor
-
-
-def to_camera(vertices: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x_cam = R X + t`` for ``(..., N, 3)`` vertices, ``(..., 3, 3)`` R and ``(..., 3)`` t."""
-    return vertices @ R.transpose(-1, -2) + t.unsqueeze(-2)
 
 
 def pnp_weights(log_var: torch.Tensor, crop_affine: torch.Tensor) -> torch.Tensor:
@@ -82,11 +78,4 @@ def solve_pose(vertices: torch.Tensor, landmarks_crop: torch.Tensor, log_var: to
                               max_iterations=max_iterations)
     R, t = res.R.to(dtype), res.t.to(dtype)
     w_out = weights.to(dtype) if weights is not None else torch.ones_like(lm_img[..., 0]).to(dtype)
-    return PoseOutput(R, t, res.status, lm_img.to(dtype), w_out, to_camera(vertices, R, t))
-
-
-def project_points(vertices: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Pixels ``(..., N, 2)`` of canonical vertices under pose (R, t) and intrinsics K."""
-    cam = to_camera(vertices, R, t)
-    uvw = cam @ K.transpose(-1, -2)
-    return uvw[..., :2] / uvw[..., 2:3]
+    return PoseOutput(R, t, res.status, lm_img.to(dtype), w_out, transform_points(vertices, R, t))

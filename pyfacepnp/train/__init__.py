@@ -1,5 +1,6 @@
-"""Training of the face pipeline: data cache, losses, the stage loop, DDP, checkpoints."""
+"""Training of the face pipeline: data cache, augmentation, losses, the stage loop, DDP,
+checkpoints, and the stages' orchestration (:func:`run_training`)."""
 
-from pyfacepnp.train.stages import build_models, load_bundle, run_training
+from pyfacepnp.train.stages import run_training
 
-__all__ = ["build_models", "load_bundle", "run_training"]
+__all__ = ["run_training"]

@@ -1,7 +1,7 @@
 """Training data: the synthetic set rendered once into an in-memory cache, or a WCPA folder.
 
 Every sample is reduced to what the networks see, with the crop resampled from the full
-frame by the same :func:`~pyfacepnp.models.coords.warp_image` used at inference, so
+frame by the same :func:`~pyfacepnp.geometry.crop.warp_image` used at inference, so
 training and inference crops come from one code path:
 
 ``crop`` uint8 ``(3, c, c)`` (frame warped by ``crop_affine``), ``small`` uint8
@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pyfacepnp.config import DataConfig
-from pyfacepnp.models.coords import resize_image, warp_image
-from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
+from pyfacepnp.files import load_checkpoint, save_atomic
+from pyfacepnp.geometry.crop import resize_image, warp_image
 from pyfacepnp.train.distributed import DistInfo, barrier
 
 FLOAT_KEYS = ("crop_affine", "K", "landmarks68", "vertices", "R", "t")
@@ -103,16 +103,28 @@ def _wcpa_dataset(cfg: DataConfig, split: str):
     return WCPADataset(cfg.root, list_file=lst or None, crop_size=cfg.crop_size)
 
 
+# The sources a rendered synthetic split depends on, relative to the package folder.
+_DATA_SOURCES = ("data", "geometry", "ops/render.py")
+
+
 def _data_code_digest() -> str:
-    """Digest of the data layer's sources: a changed renderer or face model re-renders."""
-    import pyfacepnp.data as pkg
+    """Digest of the data layer's sources (face model, renderer wrapper, geometry): a
+    changed one re-renders."""
+    import pyfacepnp as pkg
 
     h = hashlib.sha1()
-    folder = os.path.dirname(pkg.__file__)
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
-                h.update(name.encode() + f.read())
+    root = os.path.dirname(pkg.__file__)
+    files = []
+    for entry in _DATA_SOURCES:
+        path = os.path.join(root, entry)
+        if os.path.isfile(path):
+            files.append(path)
+        for folder, dirs, names in os.walk(path):
+            dirs.sort()
+            files += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")]
+    for path in files:
+        with open(path, "rb") as f:
+            h.update(os.path.relpath(path, root).encode() + f.read())
     return h.hexdigest()[:12]
 
 

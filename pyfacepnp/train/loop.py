@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pyfacepnp.config import RunConfig
-from pyfacepnp.train.checkpoint import load_checkpoint, save_atomic
+from pyfacepnp.files import load_checkpoint, save_atomic
+from pyfacepnp.train.checkpoint import checkpoint_path
 from pyfacepnp.train.data import step_batches
 from pyfacepnp.train.distributed import DistInfo, all_reduce_mean
 from pyfacepnp.train.logger import MetricsLogger
@@ -44,8 +45,10 @@ def step_seed(seed: int, stage: str, step: int, rank: int) -> int:
     return zlib.crc32(f"{seed}/{stage}/{step}/{rank}".encode())
 
 
-def checkpoint_path(run_dir: str, stage: str) -> str:
-    return os.path.join(run_dir, "checkpoints", f"{stage}.pt")
+def full_precision(device: torch.device):
+    """Leave the loop's autocast for the geometry (projections, PnP, losses): only the CNNs
+    run in reduced precision; a bfloat16 projection would be off by pixels."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -1,13 +1,26 @@
-"""Training losses of the two stages. Lengths in millimetres, pixels in crop pixels.
+"""Training losses. Lengths in millimetres, pixels in crop pixels.
 
-Stage 2's camera-space terms are the WCPA distances of :func:`pyfacepnp.metrics.wcpa_terms`
-(differentiable), used directly as losses.
+The loss terms (vertex and edge L1, the landmarks' Gaussian NLL, masked means), and each
+stage's objective built from them: ``loss_fn(model, batch, generator) -> (loss, metrics)``
+as :class:`~pyfacepnp.train.loop.Stage` runs it (augmentation of
+:mod:`pyfacepnp.train.augment`, the forward pass, the loss). Stage 2's camera-space terms
+are the WCPA distances of :func:`pyfacepnp.metrics.wcpa_terms` (differentiable), used
+directly as losses.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from torch import nn
+
+import pyfacepnp
+from pyfacepnp.config import RunConfig
+from pyfacepnp.geometry.camera import pixels_to_normalized, project_to_crop
+from pyfacepnp.metrics import wcpa_terms
+from pyfacepnp.models.detector import heatmap_cross_entropy
+from pyfacepnp.models.pose import solve_pose
+from pyfacepnp.train.augment import geometric_jitter, photometric
+from pyfacepnp.train.loop import full_precision
 
 MM = 1000.0  # metres -> millimetres
 
@@ -39,16 +52,9 @@ def gaussian_nll(pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor
     return nll.mean(dim=-1) / 2.0
 
 
-def edges_from_triangles(triangles) -> torch.Tensor:
-    """Unique undirected edges ``(E, 2)`` of a triangle list ``(T, 3)``."""
-    tri = np.asarray(triangles, dtype=np.int64)
-    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]], 0)
-    e = np.unique(np.sort(e, axis=1), axis=0)
-    return torch.from_numpy(e)
-
-
 def edge_length_l1(pred: torch.Tensor, gt: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of mesh edge lengths in mm, per sample ``(B,)``."""
+    """Mean absolute difference of mesh edge lengths in mm, per sample ``(B,)`` (``edges``
+    from :func:`pyfacepnp.geometry.mesh.edges_from_triangles`)."""
     def lengths(v):
         return (v[..., edges[:, 0], :] - v[..., edges[:, 1], :]).norm(dim=-1)
 
@@ -63,3 +69,98 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(values.dtype)
     safe = torch.where(mask, values, torch.zeros_like(values))
     return safe.sum() / m.sum().clamp_min(1.0)
+
+
+def gt_crop_landmarks(batch: dict) -> torch.Tensor:
+    """Crop pixels ``(B, N, 2)`` of every GT vertex (the landmark branch's target)."""
+    return project_to_crop(batch["vertices"], batch["R"], batch["t"], batch["K"], batch["crop_affine"])
+
+
+# ---------------------------------------------------------------- the stages' objectives
+def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator, heatmap_weight: float = 0.1):
+    """L1 of the detector's normalised landmarks + heatmap cross-entropy; metric: mean
+    error in frame pixels."""
+    small = photometric(batch["small"], gen)
+    pixels, logits = model(small, return_logits=True)
+    with full_precision(small.device):
+        pred = pixels_to_normalized(pixels.float(), small.shape[-1])  # it answers in input pixels
+        size = batch["frame_size"].reshape(-1, 1, 1)
+        target = pixels_to_normalized(batch["landmarks68"], size)
+        loss = (pred - target).abs().mean() + heatmap_weight * heatmap_cross_entropy(logits.float(), target)
+    with torch.no_grad():
+        px = ((pred - target).norm(dim=-1) * size[..., 0] / 2.0).mean()
+    return loss, {"lm68_px": float(px)}
+
+
+def make_detector_loss(cfg: RunConfig, edges: torch.Tensor):
+    """The detector stage's objective (:func:`detector_loss`; ``cfg`` and ``edges`` unused)."""
+    return detector_loss
+
+
+def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Per-sample stage-1 loss ``(B,)`` and its metrics."""
+    tc = cfg.train
+    target = gt_crop_landmarks(batch)
+    l_vert = vertex_l1(pred["vertices"], batch["vertices"])
+    l_nll = gaussian_nll(pred["landmarks"], pred["log_var"], target, beta=tc.nll_beta)
+    l_edge = edge_length_l1(pred["vertices"], batch["vertices"], edges)
+    per_sample = tc.vertex_weight * l_vert + tc.nll_weight * l_nll + tc.edge_weight * l_edge
+    if tc.coeff_weight > 0 and "id_coeffs" in batch:
+        # Coefficients are ~unit scale, so each component gets a well-conditioned gradient;
+        # the vertex L1 alone favours the few components with large displacements.
+        gt_coeffs = torch.cat([batch["id_coeffs"], batch["exp_coeffs"]], -1)
+        per_sample = per_sample + tc.coeff_weight * ((pred["coeffs"] - gt_coeffs) ** 2).mean(-1)
+    with torch.no_grad():
+        lm_px = (pred["landmarks"] - target).norm(dim=-1).mean()
+        sigma = torch.exp(0.5 * pred["log_var"]).median()
+    return per_sample, {"vertex_l1_mm": float(l_vert.detach().mean()), "nll": float(l_nll.detach().mean()),
+                        "edge_mm": float(l_edge.detach().mean()), "lm_px": float(lm_px),
+                        "sigma_px": float(sigma)}
+
+
+def _face_net_objective(terms):
+    """``loss_fn`` of a face-network stage: jitter, photometric augmentation, forward, then
+    ``terms(pred, batch)`` in full precision."""
+    def loss_fn(model, batch, gen):
+        batch = geometric_jitter(batch, gen)
+        pred = model(photometric(batch["crop"], gen))
+        with full_precision(batch["crop"].device):
+            return terms(pred, batch)
+
+    return loss_fn
+
+
+def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor):
+    """Stage 1's objective: the mean of :func:`branch_losses`."""
+    def terms(pred, batch):
+        per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        return per_sample.mean(), metrics
+
+    return _face_net_objective(terms)
+
+
+def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
+    """Stage 2's objective: the WCPA camera-space distances through ``solve_pnp`` (weights
+    1/sigma^2), averaged over the samples whose PnP converged, plus the stage-1 terms at
+    ``train.stage2_branch_weight``."""
+    tc = cfg.train
+
+    def terms(pred, batch):
+        pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
+                          batch["K"], max_iterations=tc.pnp_max_iterations)
+        ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
+        # Failed problems get the GT pose (detached) in place of theirs: their terms are masked
+        # out anyway, and this keeps a bad pose from putting NaN/inf into any backward pass.
+        R = torch.where(ok[:, None, None], pose.R, batch["R"].detach())
+        t = torch.where(ok[:, None], pose.t, batch["t"].detach())
+        wcpa = wcpa_terms(pred["vertices"], R, t, batch["vertices"], batch["R"], batch["t"])
+        cam = tc.camera_weight * wcpa.d12 + tc.gt_shape_pose_weight * wcpa.d13 + tc.shape_weight * wcpa.d14
+        branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        loss = masked_mean(cam, ok) + tc.stage2_branch_weight * branch.mean()
+        with torch.no_grad():
+            metrics.update(wcpa=float(masked_mean(wcpa.score, ok)),
+                           camera_mm=float(masked_mean(wcpa.d12, ok)),
+                           pnp_failed=float((~ok).float().mean()))
+        return loss, metrics
+
+    return _face_net_objective(terms)

@@ -10,7 +10,6 @@ writes them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -18,29 +17,17 @@ import cv2
 import numpy as np
 import torch
 
-from pyfacepnp.data.camera import WCPA_IMAGE_SIZE
-from pyfacepnp.data.conventions import opencv_to_wcpa, wcpa_to_opencv
-from pyfacepnp.data.wcpa_checks import NUM_VERTICES, WCPADataError
+from pyfacepnp.data.wcpa.checks import WCPADataError
+from pyfacepnp.data.wcpa.files import LIST_COLUMNS, sample_paths
+from pyfacepnp.files import atomic_write
+from pyfacepnp.geometry.camera import WCPA_IMAGE_SIZE
+from pyfacepnp.geometry.conventions import opencv_to_wcpa, wcpa_to_opencv
+from pyfacepnp.geometry.mesh import NUM_VERTICES
 
 __all__ = ["export_synthetic", "write_submission", "read_submission", "SUBMISSION_COLUMNS"]
 
 SUBMISSION_COLUMNS = NUM_VERTICES * 3 + 9 + 3  # 3672
 PathLike = Union[str, os.PathLike]
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see a
-    partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def export_synthetic(root: PathLike, dataset=None, *, split: str = "train", num_samples: int = 100, seed: int = 0,
@@ -63,7 +50,6 @@ def export_synthetic(root: PathLike, dataset=None, *, split: str = "train", num_
         ``00_synthetic`` and image ids are the zero-padded dataset indices.
     """
     from pyfacepnp.data.synthetic import SyntheticFaceDataset
-    from pyfacepnp.data.wcpa import LIST_COLUMNS, sample_paths  # (wcpa imports this module)
 
     if landmark_format not in ("float", "int"):
         raise ValueError(f"landmark_format must be 'float' or 'int', got {landmark_format!r}")
@@ -83,11 +69,11 @@ def export_synthetic(root: PathLike, dataset=None, *, split: str = "train", num_
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {paths['image']}")
-        _atomic_write(paths["image"], lambda f: f.write(jpg.tobytes()))
+        atomic_write(paths["image"], lambda f: f.write(jpg.tobytes()))
         lm = item["landmarks68"].double().numpy()
         lm = np.round(lm) if landmark_format == "int" else lm
-        _atomic_write(paths["landmarks"], lambda f: np.savetxt(f, lm, fmt=fmt))
-        _atomic_write(paths["info"], lambda f: np.savez(f, verts=item["vertices"].numpy().astype(np.float32),
+        atomic_write(paths["landmarks"], lambda f: np.savetxt(f, lm, fmt=fmt))
+        atomic_write(paths["info"], lambda f: np.savez(f, verts=item["vertices"].numpy().astype(np.float32),
                                                          R_t=item["R_t"].numpy().astype(np.float32)))
         rows.append((subject, action, img_id))
         if progress and (i + 1) % 50 == 0:
@@ -98,7 +84,7 @@ def export_synthetic(root: PathLike, dataset=None, *, split: str = "train", num_
         text = ",".join(LIST_COLUMNS) + "\n" + "".join(",".join(r) + "\n" for r in rows)
         f.write(text.encode())
 
-    _atomic_write(list_path, write_csv)
+    atomic_write(list_path, write_csv)
     return list_path
 
 
@@ -140,7 +126,7 @@ def write_submission(path: PathLike, vertices, R, t, convention: str = "opencv")
         R, t = R_t[:, :3, :3], R_t[:, 3, :3]
     out = np.concatenate([V.reshape(len(V), -1), R.reshape(len(R), 9), t], axis=1).astype(np.float32)
     path = Path(path)
-    _atomic_write(path, lambda f: np.save(f, out))
+    atomic_write(path, lambda f: np.save(f, out))
     return out
 
 

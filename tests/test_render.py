@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pyfacepnp.data.camera import crop_intrinsics, wcpa_intrinsics
-from pyfacepnp.data.conventions import wcpa_rotation_from_euler, wcpa_to_opencv
-from pyfacepnp.data.crop import crop_affine_from_landmarks
+from pyfacepnp.geometry.camera import crop_intrinsics, wcpa_intrinsics
+from pyfacepnp.geometry.conventions import wcpa_rotation_from_euler, wcpa_to_opencv
+from pyfacepnp.geometry.crop import crop_affine_from_landmarks
+from pyfacepnp.geometry.transforms import transform_points
 from pyfacepnp.data.face_model import get_face_model
-from pyfacepnp.data.render import render_mesh
+from pyfacepnp.ops.render import DEFAULT_LIGHTS, DEFAULT_MATERIAL, render_mesh
 
 K = np.array([[100.0, 0.0, 31.5], [0.0, 100.0, 31.5], [0.0, 0.0, 1.0]], dtype=np.float32)
 FLAT = np.array([1.0, 1.0, 1.0, 0.0, 1.0], dtype=np.float32)  # ambient 1, no specular
@@ -112,7 +113,7 @@ def face_scene(yaw=0.3):
     R_t[:3, :3] = wcpa_rotation_from_euler(0.1, yaw, 0.05)
     R_t[3, :3] = [0.01, -0.01, -0.5]
     R, t = wcpa_to_opencv(R_t)
-    cam = (m.template @ R.T + t).astype(np.float32)
+    cam = transform_points(m.template, R, t).astype(np.float32)
     tex = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
     tex = cv2.GaussianBlur(tex, (0, 0), 3)
     return m, cam, tex
@@ -188,3 +189,18 @@ def test_non_finite_vertices_are_skipped_and_threads_do_not_matter():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one.image, two.image) and torch.equal(one.triangle, two.triangle)
+
+
+def test_render_mesh_checks_dtypes_and_has_a_fake_kernel():
+    v = torch.tensor([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0], [0.0, 0.1, 1.0]])
+    f, uv, tex = torch.tensor([[0, 1, 2]]), torch.zeros(3, 2), torch.ones(1, 1, 3)
+    Kt = torch.from_numpy(K)
+    with pytest.raises(TypeError, match="texture must be float32 or float64, got torch.int64"):
+        render_mesh(v, f, uv, torch.ones(1, 1, 3, dtype=torch.int64), Kt, (8, 8))
+    with pytest.raises(TypeError, match="faces must hold integer vertex indices"):
+        render_mesh(v, f.float(), uv, tex, Kt, (8, 8))
+    args = (v, f, uv, tex, Kt, torch.zeros(8, 6, 3), torch.from_numpy(DEFAULT_LIGHTS), torch.from_numpy(DEFAULT_MATERIAL))
+    torch.library.opcheck(torch.ops.pyfacepnp.render_mesh.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+    out = render_mesh(*args)
+    assert out.image.shape == (8, 6, 3) and out.depth.shape == (8, 6) and out.triangle.dtype == torch.int64
