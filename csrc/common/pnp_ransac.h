@@ -35,6 +35,23 @@ PFP_HD T msac_term(const Pose<T>& P, const Camera<T>& cam, const PointObs<T>& o,
   return in ? e.s : thr2;
 }
 
+// Point i's share of an accumulator's msac(): adds its term, counts it as an inlier and, with
+// `write`, sets its mask entry (counting a change).
+template <typename T, typename Acc>
+PFP_HD void msac_add(const Acc& acc, const Pose<T>& P, T thr2, bool write, int64_t i, T& score,
+                     int32_t& n, int32_t& changed) {
+  const auto o = acc.load_raw(i);
+  bool in = false;
+  if (o.active()) {
+    score += msac_term(P, acc.cam, o, thr2, in);
+    n += in ? 1 : 0;
+  }
+  if (write) {
+    changed += acc.mask[i] != in ? 1 : 0;
+    acc.mask[i] = in;
+  }
+}
+
 // SplitMix64 on a counter: the k-th draw of a stream is a pure function of (key, k).
 PFP_HD uint64_t mix64(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;

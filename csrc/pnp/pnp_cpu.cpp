@@ -37,18 +37,8 @@ struct CpuAccumulator {
     score = 0.0;
     n = changed = 0;
     for (int64_t i = 0; i < N; ++i) {
-      const auto o = load_raw(i);
-      bool in = false;
-      if (o.active()) {
-        score += pfp::msac_term(P, cam, o, thr2, in);
-        n += in ? 1 : 0;
-      }
-      if (write) {
-        changed += mask[i] != in ? 1 : 0;
-        mask[i] = in;
-      } else if (score > bound) {
-        return;  // cannot beat the bound any more
-      }
+      pfp::msac_add(*this, P, thr2, write, i, score, n, changed);
+      if (!write && score > bound) return;  // cannot beat the bound any more
     }
   }
   void clear_mask() const {
@@ -120,26 +110,23 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
               const at::Tensor& weights_in, const std::optional<at::Tensor>& init_R_in,
               const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
               double huber_delta, int64_t max_iterations, double tolerance) {
-  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, init_R_in, init_t_in,
-                              loss, huber_delta, max_iterations, tolerance);
-  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in,
-                                                  init_R_in, init_t_in);
-  auto out = pyfacepnp::ForwardOutputs::empty_for(in.X);
-  const int64_t B = in.X.size(0), N = in.X.size(1);
-  if (B == 0) return out.as_tuple();
-  const auto prm = pyfacepnp::solver_params(loss, huber_delta, max_iterations, tolerance);
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_cpu", [&] {
-    const auto a = pyfacepnp::forward_args<scalar_t>(in, out, prm);
+  auto call = pyfacepnp::ForwardCall::prepare(points3d_in, points2d_in, K_in, weights_in,
+                                              init_R_in, init_t_in, loss, huber_delta,
+                                              max_iterations, tolerance);
+  const int64_t B = call.batch(), N = call.in.X.size(1);
+  if (B == 0) return call.out.as_tuple();
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cpu", [&] {
+    const auto a = call.args<scalar_t>();
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const pfp::Camera<double> cam{a.K + 9 * b};
         CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     prm.rob};
+                                     a.prm.rob};
         pfp::forward_problem(acc, a, b, cam, 0, 1);
       }
     });
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cpu(
@@ -147,26 +134,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cp
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
     const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
     c10::string_view loss, double huber_delta) {
-  pyfacepnp::check_pnp_backward_inputs(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
-                                       points2d_in, K_in, weights_in, state_in, status_in);
-  const auto in = pyfacepnp::BackwardInputs::from(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
-                                                   points2d_in, K_in, weights_in, state_in,
-                                                   status_in);
-  auto out = pyfacepnp::BackwardOutputs::empty_for(in);
-  const int64_t B = in.X.size(0), N = in.X.size(1);
-  if (B == 0) return out.as_tuple();
-  const auto rob = pyfacepnp::robust(loss, huber_delta);
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_backward_cpu", [&] {
-    const auto a = pyfacepnp::backward_args<scalar_t>(in, out, rob);
+  auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
+                                               points2d_in, K_in, weights_in, state_in,
+                                               status_in, loss, huber_delta);
+  const int64_t B = call.batch(), N = call.in.X.size(1);
+  if (B == 0) return call.out.as_tuple();
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cpu", [&] {
+    const auto a = call.args<scalar_t>();
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const pfp::Camera<double> cam{a.K + 9 * b};
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N, rob};
+        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
+                                     a.rob};
         pfp::backward_problem(acc, a, b, cam, 0, 1);
       }
     });
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -38,21 +38,18 @@ solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
                const std::optional<at::Tensor>& init_R_in,
                const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
                double huber_delta, int64_t max_iterations, double tolerance) {
-  pyfacepnp::check_pnp_inputs(points3d_in, points2d_in, K_in, weights_in, init_R_in, init_t_in,
-                              loss, huber_delta, max_iterations, tolerance);
   check_cuda(points3d_in, "solve_pnp", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
-  const auto in = pyfacepnp::ForwardInputs::from(points3d_in, points2d_in, K_in, weights_in,
-                                                  init_R_in, init_t_in);
-  auto out = pyfacepnp::ForwardOutputs::empty_for(in.X);
-  if (in.X.size(0) == 0) return out.as_tuple();
-  const auto prm = pyfacepnp::solver_params(loss, huber_delta, max_iterations, tolerance);
+  auto call = pyfacepnp::ForwardCall::prepare(points3d_in, points2d_in, K_in, weights_in,
+                                              init_R_in, init_t_in, loss, huber_delta,
+                                              max_iterations, tolerance);
+  if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_cuda", [&] {
-    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp<scalar_t>(
-        pyfacepnp::forward_args<scalar_t>(in, out, prm), forward_min_warps_per_sm(), stream));
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp<scalar_t>(call.args<scalar_t>(),
+                                                              forward_min_warps_per_sm(), stream));
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cuda(
@@ -60,22 +57,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cu
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
     const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
     c10::string_view loss, double huber_delta) {
-  pyfacepnp::check_pnp_backward_inputs(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
-                                       points2d_in, K_in, weights_in, state_in, status_in);
   check_cuda(points3d_in, "solve_pnp_backward", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
-  const auto in = pyfacepnp::BackwardInputs::from(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
-                                                   points2d_in, K_in, weights_in, state_in,
-                                                   status_in);
-  auto out = pyfacepnp::BackwardOutputs::empty_for(in);
-  if (in.X.size(0) == 0) return out.as_tuple();
-  const auto rob = pyfacepnp::robust(loss, huber_delta);
+  auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
+                                               points2d_in, K_in, weights_in, state_in,
+                                               status_in, loss, huber_delta);
+  if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  AT_DISPATCH_FLOATING_TYPES(in.X.scalar_type(), "solve_pnp_backward_cuda", [&] {
-    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_backward<scalar_t>(
-        pyfacepnp::backward_args<scalar_t>(in, out, rob), stream));
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_backward<scalar_t>(call.args<scalar_t>(),
+                                                                       stream));
   });
-  return out.as_tuple();
+  return call.out.as_tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -216,6 +216,30 @@ pfp::PnPRansacArgs<scalar_t> ransac_args(const ForwardInputs& in, RansacOutputs&
   return a;
 }
 
+// The checked, prepared inputs, allocated outputs and parameters of one call: the prologue
+// both devices' registrations share (a device's own checks, e.g. CUDA tensors, come first).
+struct ForwardCall {
+  ForwardInputs in;
+  ForwardOutputs out;
+  pfp::SolverParams<double> prm;
+
+  static ForwardCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                             const std::optional<at::Tensor>& init_t, c10::string_view loss,
+                             double loss_scale, int64_t max_iterations, double tolerance) {
+    check_pnp_inputs(X, x, K, w, init_R, init_t, loss, loss_scale, max_iterations, tolerance);
+    auto in = ForwardInputs::from(X, x, K, w, init_R, init_t);
+    auto out = ForwardOutputs::empty_for(in.X);
+    return {std::move(in), std::move(out),
+            solver_params(loss, loss_scale, max_iterations, tolerance)};
+  }
+  int64_t batch() const { return in.X.size(0); }
+  template <typename scalar_t>
+  pfp::PnPForwardArgs<scalar_t> args() {
+    return forward_args<scalar_t>(in, out, prm);
+  }
+};
+
 // The checked, prepared inputs, allocated outputs and parameters of one solve_pnp_ransac
 // call: the prologue both devices' registrations share.
 struct RansacCall {
@@ -292,5 +316,27 @@ pfp::PnPBackwardArgs<scalar_t> backward_args(const BackwardInputs& in, BackwardO
   a.gw = out.gw.data_ptr<scalar_t>();
   return a;
 }
+
+struct BackwardCall {
+  BackwardInputs in;
+  BackwardOutputs out;
+  pfp::Robust<double> rob;
+
+  static BackwardCall prepare(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
+                              const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                              const at::Tensor& w, const at::Tensor& state,
+                              const at::Tensor& status, c10::string_view loss,
+                              double loss_scale) {
+    check_pnp_backward_inputs(gR, gt, gc, X, x, K, w, state, status);
+    auto in = BackwardInputs::from(gR, gt, gc, X, x, K, w, state, status);
+    auto out = BackwardOutputs::empty_for(in);
+    return {std::move(in), std::move(out), robust(loss, loss_scale)};
+  }
+  int64_t batch() const { return in.X.size(0); }
+  template <typename scalar_t>
+  pfp::PnPBackwardArgs<scalar_t> args() {
+    return backward_args<scalar_t>(in, out, rob);
+  }
+};
 
 }  // namespace pyfacepnp

@@ -86,22 +86,11 @@ struct WarpAccumulator {
                                     bool write, double& score, int32_t& n,
                                     int32_t& changed) const {
     double s = 0.0;
-    int c = 0, ch = 0;
-    for (int64_t i = lane; i < N; i += kWarp) {
-      const auto o = load_raw(i);
-      bool in = false;
-      if (o.active()) {
-        s += pfp::msac_term(P, cam, o, thr2, in);
-        c += in ? 1 : 0;
-      }
-      if (write) {
-        ch += mask[i] != in ? 1 : 0;
-        mask[i] = in;
-      }
-    }
+    int32_t c = 0, ch = 0;
+    for (int64_t i = lane; i < N; i += kWarp) pfp::msac_add(*this, P, thr2, write, i, s, c, ch);
     score = warp_sum(s);
-    n = warp_sum(c);
-    changed = warp_sum(ch);
+    n = warp_sum(int(c));
+    changed = warp_sum(int(ch));
   }
   __device__ void clear_mask() const {
     for (int64_t i = lane; i < N; i += kWarp) mask[i] = false;
