@@ -27,6 +27,12 @@ TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".pt"
 TMP_PATTERN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}" + re.escape(TMP_SUFFIX) + r"\Z")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Union[str, os.PathLike], write: Callable, *, prefix: str | None = None,
                  suffix: str | None = None, fsync: bool = False) -> None:
     """Call ``write(f)`` on a binary file in ``path``'s folder (created), then rename it onto
@@ -47,6 +53,9 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable, *, prefix: str 
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}." if prefix is None else prefix,
                                suffix=path.suffix if suffix is None else suffix)
     try:
+        # mkstemp creates the file for its owner only; a written file gets the permissions an
+        # ordinary open() would give it (0666 less the umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             if fsync:

@@ -113,6 +113,12 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
     save_atomic({"step": 3, "model": {"w": torch.ones(2)}}, path)
     assert load_checkpoint(path)["step"] == 3
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+    umask = os.umask(0o022)
+    try:  # the permissions an ordinary open() gives, not mkstemp's owner-only 0600
+        save_atomic({"step": 4}, path)
+        assert os.stat(path).st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)
 
     from fractions import Fraction  # an arbitrary pickled object, refused by weights_only
 

@@ -97,10 +97,6 @@ PFP_HD void cube_rotation(int k, double* R) {
   for (int i = 0; i < 3; ++i) R[3 * i + perms[p][i]] = sg[i];
 }
 
-// Without known minima (e.g. the starts run side by side on a device).
-template <typename T>
-PFP_HD T so3_descent(const T* Om, T* R, int max_iter);
-
 // max |A - B| over the 9 entries of two rotations.
 template <typename T>
 PFP_HD T rot_distance(const T* A, const T* B) {
@@ -200,12 +196,6 @@ PFP_HD T so3_descent(const T* Om, T* R, int max_iter, const T* known, int n_know
     if (!moved) return f;
   }
   return f;
-}
-
-template <typename T>
-PFP_HD T so3_descent(const T* Om, T* R, int max_iter) {
-  bool dup = false;
-  return so3_descent(Om, R, max_iter, R, 0, 9, dup);
 }
 
 }  // namespace pfp

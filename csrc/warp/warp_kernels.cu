@@ -1,5 +1,5 @@
 // CUDA kernels of warp_points and its backward. Kernels only: no torch headers, so that nvcc
-// compiles this file on machines whose torch has no CUDA (see design §4). The torch glue is
+// compiles this file on machines whose torch has no CUDA (docs/building.md). The torch glue is
 // warp_cuda.cpp; the per-point math is common/warp_math.h, shared with the CPU kernel.
 #include <cuda_runtime.h>
 
