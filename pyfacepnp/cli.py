@@ -133,17 +133,35 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from pyfacepnp.eval.predict import predict_files
+    import warnings
+
+    from pyfacepnp.eval.predict import predict_files, resolve_detector
     from pyfacepnp.models.bundle import load_bundle
+    from pyfacepnp.models.pretrained import MissingExtraError
 
     face_model = _face_model()
     bundle = load_bundle(args.checkpoint, face_model)
-    results = predict_files(args.images, bundle, face_model, args.out, focal=args.focal,
-                            weighted=not args.unweighted, net=args.net)
+    try:
+        detector, _ = resolve_detector(args.detector)
+        print(f"coarse landmarks: {detector} detector" + (" (auto)" if args.detector == "auto" else ""))
+        with warnings.catch_warnings():  # the results carry the messages; printed below
+            warnings.simplefilter("ignore", UserWarning)
+            results = predict_files(args.images, bundle, face_model, args.out, focal=args.focal,
+                                    weighted=not args.unweighted, net=args.net, detector=args.detector)
+    except MissingExtraError as exc:
+        print(f"pyfacepnp predict: error: {exc}", file=sys.stderr)
+        return 2
+    missed = 0
     for r in results:
+        for msg in r["warnings"]:
+            print(f"warning: {r['image']}: {msg}", file=sys.stderr)
+        if not r["face_found"]:
+            missed += 1
+            print(f"{r['image']}: no face found by the {r['detector']} detector; nothing written")
+            continue
         print(f"{r['image']}: t = [{', '.join(f'{v:.4f}' for v in r['t'])}] m, "
               f"status {r['pnp_status']} -> {r['overlay']}, {r['npz']}")
-    return 0
+    return 1 if missed else 0
 
 
 def run_demo(cfg: RunConfig, resume: bool = False) -> dict:
@@ -224,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="focal length in pixels of the image (default: WCPA field of view)")
     s.add_argument("--net", default="stage2", choices=["stage1", "stage2"])
     s.add_argument("--unweighted", action="store_true", help="PnP without 1/sigma^2 weights")
+    s.add_argument("--detector", default="auto", choices=["auto", "learned", "dlib", "mediapipe"],
+                   help="source of the 68 landmarks that place the crop: the learned detector (synthetic "
+                        "training only), dlib (extra 'real') or mediapipe (extra 'mediapipe'); "
+                        "default auto: dlib, else mediapipe, else learned")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("demo", help="the main job: data, training, evaluation, report")

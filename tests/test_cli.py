@@ -82,9 +82,12 @@ def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path, capsys):
     img = (np.random.default_rng(0).random((150, 120, 3)) * 255).astype(np.uint8)
     path = str(tmp_path / "face.jpg")
     cv2.imwrite(path, img)
+    # (noise, no face: the learned detector, which always answers; the default would be a
+    # pretrained real-face detector when one is installed, tests/test_real_photos.py)
     code, out, err = cli_main(capsys, "predict", path, "--checkpoint", str(run_dir / "model.pt"),
-                              "--out", str(tmp_path / "pred"))
+                              "--out", str(tmp_path / "pred"), "--detector", "learned")
     assert code == 0, err[-3000:]
+    assert "coarse landmarks: learned detector" in out
     npz = np.load(tmp_path / "pred" / "face.npz")
     assert npz["R"].shape == (3, 3) and npz["t"].shape == (3,) and npz["vertices"].shape[1] == 3
     np.testing.assert_allclose(npz["R"] @ npz["R"].T, np.eye(3), atol=1e-4)
