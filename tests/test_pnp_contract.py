@@ -345,8 +345,9 @@ def test_init_rotation_rounded_to_float32_is_accepted_and_result_is_a_rotation()
     (True, TypeError, r"huber_delta must be a real number, got bool"),
 ])
 def test_huber_delta_outside_its_range_is_a_clear_error(delta, err, match):
+    """The deprecated alias's errors name it."""
     X, x, K = reported_setup()
-    with pytest.raises(err, match=match):
+    with pytest.warns(DeprecationWarning), pytest.raises(err, match=match):
         pyfacepnp.solve_pnp(X, x, K, loss="huber", huber_delta=delta)
 
 
