@@ -5,9 +5,12 @@
 TORCH_LIBRARY(pyfacepnp, m) {
   // Batched PnP. Inputs are already broadcast and flattened by the Python wrapper:
   // points3d (B,N,3), points2d (B,N,2), K (B,3,3), weights (B,N,2), optional init (B,3,3)+(B,3).
+  // loss_scales (B) float64, optional, replaces huber_delta per problem (the robust kernel's
+  // scale; a problem whose scale is outside [1e-150, 1e150] is INVALID_INPUT).
   m.def(
       "solve_pnp(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, Tensor? init_R, "
-      "Tensor? init_t, str loss, float huber_delta, int max_iterations, float tolerance) -> "
+      "Tensor? init_t, str loss, float huber_delta, int max_iterations, float tolerance, "
+      "Tensor? loss_scales=None) -> "
       "(Tensor R, Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance, "
       "Tensor state)");
   // Implicit-function backward of solve_pnp at its solution. `state` (B,48) float64 is the
@@ -16,7 +19,7 @@ TORCH_LIBRARY(pyfacepnp, m) {
   m.def(
       "solve_pnp_backward(Tensor grad_R, Tensor grad_t, Tensor grad_cost, Tensor points3d, "
       "Tensor points2d, Tensor K, Tensor weights, Tensor state, Tensor status, "
-      "str loss, float huber_delta) -> "
+      "str loss, float huber_delta, Tensor? loss_scales=None) -> "
       "(Tensor grad_points3d, Tensor grad_points2d, Tensor grad_K, Tensor grad_weights)");
   // Batched LO-RANSAC PnP (csrc/common/pnp_ransac.h): the solve_pnp outputs of the finish on
   // the final inlier set, then inliers (B,N) bool, num_inliers (B) and trials (B) int32. Its
@@ -24,7 +27,8 @@ TORCH_LIBRARY(pyfacepnp, m) {
   m.def(
       "solve_pnp_ransac(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, str loss, "
       "float loss_scale, float threshold, float confidence, int max_trials, int seed, "
-      "int max_iterations, float tolerance) -> (Tensor R, Tensor t, Tensor cost, "
+      "int max_iterations, float tolerance, Tensor? loss_scales=None) -> (Tensor R, Tensor t, "
+      "Tensor cost, "
       "Tensor iterations, Tensor status, Tensor covariance, Tensor state, Tensor inliers, "
       "Tensor num_inliers, Tensor trials)");
   // Affine warp of 2D points: points (B,N,2), affine (B,2,3) -> (B,N,2).

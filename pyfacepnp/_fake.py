@@ -12,7 +12,7 @@ _STATE_SIZE = 48  # float64 R (9), t (3), covariance (36) per problem: csrc/comm
 
 @torch.library.register_fake("pyfacepnp::solve_pnp")
 def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_delta,
-                    max_iterations, tolerance):
+                    max_iterations, tolerance, loss_scales=None):
     B = points3d.shape[0]
     return (
         points3d.new_empty((B, 3, 3)),
@@ -27,7 +27,8 @@ def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_
 
 @torch.library.register_fake("pyfacepnp::solve_pnp_ransac")
 def _solve_pnp_ransac_fake(points3d, points2d, K, weights, loss, loss_scale, threshold,
-                           confidence, max_trials, seed, max_iterations, tolerance):
+                           confidence, max_trials, seed, max_iterations, tolerance,
+                           loss_scales=None):
     B, N = points3d.shape[:2]
     pose = _solve_pnp_fake(points3d, points2d, K, weights, None, None, loss, loss_scale,
                            max_iterations, tolerance)
@@ -37,7 +38,7 @@ def _solve_pnp_ransac_fake(points3d, points2d, K, weights, loss, loss_scale, thr
 
 @torch.library.register_fake("pyfacepnp::solve_pnp_backward")
 def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, state,
-                             status, loss, huber_delta):
+                             status, loss, huber_delta, loss_scales=None):
     return (
         torch.empty_like(points3d),
         torch.empty_like(points2d),

@@ -131,16 +131,16 @@ template <typename T>
 int pnp(const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it,
         int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t min_warps,
         T* R, T* t, T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR,
-        const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw) {
+        const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw, const double* scales) {
   emu::st().error = 0;
-  pfp::PnPForwardArgs<T> f{X, x, w, K, iR, it, B, N, {}, R, t, cost, iters, status, cov, state};
+  pfp::PnPForwardArgs<T> f{X, x, w, K, iR, it, B, N, {}, scales, R, t, cost, iters, status, cov, state};
   f.prm.rob = pfp::Robust<double>{loss, delta};
   f.prm.max_iterations = max_it;
   f.prm.tolerance = tol;
   f.prm.pd_tol = 1e-10;
   int e = launch_solve_pnp<T>(f, min_warps, nullptr);
   if (e || emu::st().error) return e ? e : 100 + emu::st().error;
-  pfp::PnPBackwardArgs<T> g{gR, gt, gc, X, x, w, K, state, status, B, N, f.prm.rob, gX, gx, gK, gw};
+  pfp::PnPBackwardArgs<T> g{gR, gt, gc, X, x, w, K, state, status, B, N, f.prm.rob, scales, gX, gx, gK, gw};
   e = launch_solve_pnp_backward<T>(g, nullptr);
   return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
 }
@@ -150,7 +150,7 @@ int ransac(const T* X, const T* x, const T* w, const double* K, int64_t B, int64
            int32_t* status, T* cov, double* state, bool* inliers, int32_t* n_in, int32_t* trials) {
   emu::st().error = 0;
   pfp::PnPRansacArgs<T> a;
-  a.f = pfp::PnPForwardArgs<T>{X, x, w, K, nullptr, nullptr, B, N, {}, R, t, cost, iters, status, cov, state};
+  a.f = pfp::PnPForwardArgs<T>{X, x, w, K, nullptr, nullptr, B, N, {}, nullptr, R, t, cost, iters, status, cov, state};
   a.f.prm.rob = pfp::Robust<double>{loss, delta};
   a.f.prm.max_iterations = 100;
   a.f.prm.tolerance = 1e-10;
@@ -171,8 +171,8 @@ extern "C" int ransac_f32(RANSAC_ARGS(float)) { return ransac<float>(RANSAC_CALL
 #define PNP_ARGS(T) const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it, \
   int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t,     \
   T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR, const T* gt, const T* gc,   \
-  T* gX, T* gx, T* gK, T* gw
-#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, state, gR, gt, gc, gX, gx, gK, gw
+  T* gX, T* gx, T* gK, T* gw, const double* scales
+#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, state, gR, gt, gc, gX, gx, gK, gw, scales
 extern "C" int pnp_f64(PNP_ARGS(double)) { return pnp<double>(PNP_CALL); }
 extern "C" int pnp_f32(PNP_ARGS(float)) { return pnp<float>(PNP_CALL); }
 extern "C" void pnp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
@@ -234,7 +234,7 @@ def ptr(a):
 
 
 def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, init=None,
-                   max_iterations=100, min_warps=1):
+                   max_iterations=100, min_warps=1, loss_scales=None):
     """Forward and backward of the emulated kernels, in solve_with_grads' output order."""
     B, N = X.shape[:2]
     c = lambda a: a.detach().to(dtype).contiguous()  # noqa: E731
@@ -251,12 +251,13 @@ def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, i
     state = torch.full((B, 48), math.nan, dtype=torch.float64)
     iters, status = torch.full((B,), -7, dtype=torch.int32), torch.full((B,), -7, dtype=torch.int32)
     gX, gx, gK, gw = nan(B, N, 3), nan(B, N, 2), nan(B, 3, 3), nan(B, N, 2)
+    scales = None if loss_scales is None else loss_scales.double().contiguous()  # kept alive
     fn = lib.pnp_f64 if dtype == torch.float64 else lib.pnp_f32
     rc = fn(ptr(X), ptr(x), ptr(w), ptr(K), ptr(iR), ptr(it), ctypes.c_int64(B), ctypes.c_int64(N),
             ctypes.c_int32(1 if loss == "huber" else 0), ctypes.c_double(huber_delta),
             ctypes.c_int32(max_iterations), ctypes.c_double(1e-10), ctypes.c_int32(min_warps),
             ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(state), ptr(gR), ptr(gt), ptr(gc),
-            ptr(gX), ptr(gx), ptr(gK), ptr(gw))
+            ptr(gX), ptr(gx), ptr(gK), ptr(gw), ptr(scales))
     assert rc == 0, {101: "lanes diverged", 102: "lanes disagree on mask or offset", 103: "partial mask"}.get(rc, rc)
     return [R, t, cost, iters, status, cov, gX, gx, gK, gw]
 
@@ -360,3 +361,13 @@ def test_emulated_ransac_matches_cpu(emulated, dtype):
     ok = ref.converged
     torch.testing.assert_close(R[ok], ref.R[ok], rtol=tol, atol=tol)
     torch.testing.assert_close(t[ok], ref.t[ok], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_emulated_per_problem_loss_scales_match_cpu(emulated, dtype):
+    X, x, K, w = family_batch("random", 8, 30, noise=3.0, seed=5, outliers=0.2)
+    scales = torch.tensor([0.5, 1.0, 2.0, 4.0, 0.0, 8.0, 1.5, 3.0], dtype=torch.float64)  # 0: invalid
+    emu = emulated_solve(emulated, X, x, K, w, dtype, loss="huber", loss_scales=scales)
+    cpu = solve_with_grads(X, x, K, w, "cpu", dtype, loss="huber", loss_scale=scales)
+    assert_agree(emu, cpu, dtype, "emulated per-problem scales")
+    assert int(emu[4][4]) == 3

@@ -10,6 +10,10 @@ namespace pfp {
 // (9, row-major), t (3) and the covariance (36). Zero for a problem that did not converge.
 constexpr int kStateSize = 48;
 
+// The range of a robust kernel's scale: its square must be a normal double.
+constexpr double kLossScaleMin = 1e-150;
+constexpr double kLossScaleMax = 1e150;
+
 template <typename scalar_t>
 struct PnPForwardArgs {
   const scalar_t* X;       // (B, N, 3)
@@ -20,6 +24,7 @@ struct PnPForwardArgs {
   const double* init_t;    // (B, 3)
   int64_t B, N;
   SolverParams<double> prm;
+  const double* scales;    // (B) per-problem loss scales replacing prm.rob.delta; null: none
   scalar_t* R;             // (B, 3, 3)
   scalar_t* t;             // (B, 3)
   scalar_t* cost;          // (B)
@@ -42,6 +47,7 @@ struct PnPBackwardArgs {
   const int32_t* status;   // (B)
   int64_t B, N;
   Robust<double> rob;
+  const double* scales;    // (B) per-problem loss scales, as in the forward; null: none
   scalar_t* gX;            // (B, N, 3)
   scalar_t* gx;            // (B, N, 2)
   scalar_t* gK;            // (B, 3, 3)

@@ -51,6 +51,16 @@ PFP_HD void make_representable(ProblemResult<double>& res) {
   if (!ok) set_invalid(res);
 }
 
+// Problem b's robust kernel: the batch's, with the problem's own scale when per-problem scales
+// are given (false when that scale is outside [kLossScaleMin, kLossScaleMax]).
+PFP_HD bool problem_robust(const Robust<double>& batch, const double* scales, int64_t b,
+                           Robust<double>& rob) {
+  rob = batch;
+  if (scales == nullptr) return true;
+  rob.delta = scales[b];
+  return rob.delta >= kLossScaleMin && rob.delta <= kLossScaleMax;
+}
+
 // Store problem b's result; the float64 state is zero unless it converged.
 template <typename scalar_t>
 PFP_HD void store_result(const PnPForwardArgs<scalar_t>& a, int64_t b,
@@ -82,8 +92,13 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
     for (int i = 0; i < 3; ++i) init.t[i] = a.init_t[3 * b + i];
   }
   ProblemResult<double> res;
-  solve_problem(acc, cam, has_init ? &init : nullptr, a.prm, res);
-  make_representable<scalar_t>(res);
+  if (problem_robust(a.prm.rob, a.scales, b, acc.rob)) {
+    solve_problem(acc, cam, has_init ? &init : nullptr, a.prm, res);
+    make_representable<scalar_t>(res);
+  } else {
+    set_invalid(res);
+    res.iterations = 0;
+  }
   store_result(a, b, res, lane, lanes);
 }
 
@@ -92,9 +107,9 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
 // problem: zeros unless it converged, and zeros for zero-weight coordinates (a zero weight
 // removes a coordinate exactly; its weight's gradient is zero too, see docs/api.md).
 template <typename scalar_t, typename Acc>
-PFP_HD void backward_problem(const Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64_t b,
+PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64_t b,
                              const Camera<double>& cam, int lane, int lanes) {
-  const bool conv = a.status[b] == kConverged;
+  const bool conv = problem_robust(a.rob, a.scales, b, acc.rob) && a.status[b] == kConverged;
   const double* st = a.state + kStateSize * b;
   Pose<double> P;
   double v[6] = {0, 0, 0, 0, 0, 0}, gcost = 0.0;

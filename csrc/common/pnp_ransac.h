@@ -188,7 +188,8 @@ PFP_HD void ransac_problem(Acc& acc, const PnPRansacArgs<scalar_t>& ra, int64_t 
   RansacBest best;
   int32_t n_in = 0;
   acc.use_mask = false;
-  const bool valid = acc.check(n_active) && n_active >= 4 && cam.valid();
+  const bool valid = problem_robust(a.prm.rob, a.scales, b, acc.rob) && acc.check(n_active) &&
+                     n_active >= 4 && cam.valid();
   const bool found = valid && ransac_search(acc, cam, rp, b, n_active, best) && best.inliers >= 4;
   if (found) {
     double s;

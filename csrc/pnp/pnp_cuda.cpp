@@ -37,12 +37,13 @@ solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
                const at::Tensor& K_in, const at::Tensor& weights_in,
                const std::optional<at::Tensor>& init_R_in,
                const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
-               double huber_delta, int64_t max_iterations, double tolerance) {
+               double huber_delta, int64_t max_iterations, double tolerance,
+              const std::optional<at::Tensor>& loss_scales) {
   check_cuda(points3d_in, "solve_pnp", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::ForwardCall::prepare(points3d_in, points2d_in, K_in, weights_in,
                                               init_R_in, init_t_in, loss, huber_delta,
-                                              max_iterations, tolerance);
+                                              max_iterations, tolerance, loss_scales);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cuda", [&] {
@@ -56,12 +57,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cu
     const at::Tensor& grad_R_in, const at::Tensor& grad_t_in, const at::Tensor& grad_cost_in,
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
     const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
-    c10::string_view loss, double huber_delta) {
+    c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales) {
   check_cuda(points3d_in, "solve_pnp_backward", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
                                                points2d_in, K_in, weights_in, state_in,
-                                               status_in, loss, huber_delta);
+                                               status_in, loss, huber_delta, loss_scales);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cuda", [&] {
@@ -76,12 +77,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
                       const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
                       double loss_scale, double threshold, double confidence, int64_t max_trials,
-                      int64_t seed, int64_t max_iterations, double tolerance) {
+                      int64_t seed, int64_t max_iterations, double tolerance,
+                     const std::optional<at::Tensor>& loss_scales) {
   check_cuda(points3d_in, "solve_pnp_ransac", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::RansacCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
                                              loss_scale, threshold, confidence, max_trials, seed,
-                                             max_iterations, tolerance);
+                                             max_iterations, tolerance, loss_scales);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cuda", [&] {

@@ -16,8 +16,8 @@ namespace pyfacepnp {
 constexpr double kPdTol = 1e-10;
 // The limits the Python wrapper enforces too (pyfacepnp/ops/pnp.py).
 constexpr int64_t kMaxIterationsLimit = 100000;
-constexpr double kLossScaleMin = 1e-150;  // its square must be a normal double
-constexpr double kLossScaleMax = 1e150;
+using pfp::kLossScaleMax;
+using pfp::kLossScaleMin;
 constexpr int64_t kMaxTrialsLimit = 1000000;
 
 // The schema's loss string as the kernels' LossKind (the string was validated before).
@@ -86,6 +86,17 @@ inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at:
               tolerance);
 }
 
+// The optional per-problem loss scales: (B) float64 on the points' device.
+inline void check_loss_scales(const char* op, const std::optional<at::Tensor>& scales,
+                              const at::Tensor& X) {
+  if (!scales.has_value()) return;
+  TORCH_CHECK(scales->dim() == 1 && scales->size(0) == X.size(0) &&
+                  scales->scalar_type() == at::kDouble && scales->device() == X.device(),
+              op, ": loss_scales must be a float64 tensor of shape (", X.size(0), ") on ",
+              X.device(), ", got ", scales->scalar_type(), " ", scales->sizes(), " on ",
+              scales->device());
+}
+
 inline void check_pnp_backward_inputs(const at::Tensor& gR, const at::Tensor& gt,
                                       const at::Tensor& gc, const at::Tensor& X,
                                       const at::Tensor& x, const at::Tensor& K,
@@ -118,16 +129,18 @@ inline void check_pnp_backward_inputs(const at::Tensor& gR, const at::Tensor& gt
 // Contiguous inputs; K and init in float64 (the kernels compute in double, and a K or init
 // rounded to float32 would not be the one the solution satisfies).
 struct ForwardInputs {
-  at::Tensor X, x, K, w, init_R, init_t;  // init undefined when absent
+  at::Tensor X, x, K, w, init_R, init_t, scales;  // init and scales undefined when absent
   static ForwardInputs from(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
-                            const std::optional<at::Tensor>& init_t) {
+                            const std::optional<at::Tensor>& init_t,
+                            const std::optional<at::Tensor>& scales) {
     ForwardInputs in{X.contiguous(), x.contiguous(), K.to(at::kDouble).contiguous(),
-                     w.contiguous(), {}, {}};
+                     w.contiguous(), {}, {}, {}};
     if (init_R.has_value()) {
       in.init_R = init_R->to(at::kDouble).contiguous();
       in.init_t = init_t->to(at::kDouble).contiguous();
     }
+    if (scales.has_value()) in.scales = scales->contiguous();
     return in;
   }
 };
@@ -164,6 +177,7 @@ pfp::PnPForwardArgs<scalar_t> forward_args(const ForwardInputs& in, ForwardOutpu
   a.B = in.X.size(0);
   a.N = in.X.size(1);
   a.prm = prm;
+  a.scales = in.scales.defined() ? in.scales.data_ptr<double>() : nullptr;
   a.R = out.R.data_ptr<scalar_t>();
   a.t = out.t.data_ptr<scalar_t>();
   a.cost = out.cost.data_ptr<scalar_t>();
@@ -226,9 +240,11 @@ struct ForwardCall {
   static ForwardCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                              const at::Tensor& w, const std::optional<at::Tensor>& init_R,
                              const std::optional<at::Tensor>& init_t, c10::string_view loss,
-                             double loss_scale, int64_t max_iterations, double tolerance) {
+                             double loss_scale, int64_t max_iterations, double tolerance,
+                             const std::optional<at::Tensor>& scales) {
     check_pnp_inputs(X, x, K, w, init_R, init_t, loss, loss_scale, max_iterations, tolerance);
-    auto in = ForwardInputs::from(X, x, K, w, init_R, init_t);
+    check_loss_scales("solve_pnp", scales, X);
+    auto in = ForwardInputs::from(X, x, K, w, init_R, init_t, scales);
     auto out = ForwardOutputs::empty_for(in.X);
     return {std::move(in), std::move(out),
             solver_params(loss, loss_scale, max_iterations, tolerance)};
@@ -252,10 +268,12 @@ struct RansacCall {
   static RansacCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                             const at::Tensor& w, c10::string_view loss, double loss_scale,
                             double threshold, double confidence, int64_t max_trials, int64_t seed,
-                            int64_t max_iterations, double tolerance) {
+                            int64_t max_iterations, double tolerance,
+                            const std::optional<at::Tensor>& scales) {
     check_pnp_inputs(X, x, K, w, {}, {}, loss, loss_scale, max_iterations, tolerance);
     check_ransac_options(threshold, confidence, max_trials);
-    auto in = ForwardInputs::from(X, x, K, w, {}, {});
+    check_loss_scales("solve_pnp_ransac", scales, X);
+    auto in = ForwardInputs::from(X, x, K, w, {}, {}, scales);
     auto out = RansacOutputs::empty_for(in.X);
     return {std::move(in), std::move(out),
             solver_params(loss, loss_scale, max_iterations, tolerance),
@@ -270,15 +288,16 @@ struct RansacCall {
 
 // Contiguous inputs; upstream gradients in the points' dtype, K in float64.
 struct BackwardInputs {
-  at::Tensor gR, gt, gc, X, x, K, w, state, status;
+  at::Tensor gR, gt, gc, X, x, K, w, state, status, scales;  // scales undefined when absent
   static BackwardInputs from(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
                              const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                              const at::Tensor& w, const at::Tensor& state,
-                             const at::Tensor& status) {
+                             const at::Tensor& status, const std::optional<at::Tensor>& scales) {
     const auto dt = X.scalar_type();
     return {gR.to(dt).contiguous(), gt.to(dt).contiguous(), gc.to(dt).contiguous(),
             X.contiguous(),         x.contiguous(),         K.to(at::kDouble).contiguous(),
-            w.contiguous(),         state.contiguous(),     status.to(at::kInt).contiguous()};
+            w.contiguous(),         state.contiguous(),     status.to(at::kInt).contiguous(),
+            scales.has_value() ? scales->contiguous() : at::Tensor()};
   }
 };
 
@@ -310,6 +329,7 @@ pfp::PnPBackwardArgs<scalar_t> backward_args(const BackwardInputs& in, BackwardO
   a.B = in.X.size(0);
   a.N = in.X.size(1);
   a.rob = rob;
+  a.scales = in.scales.defined() ? in.scales.data_ptr<double>() : nullptr;
   a.gX = out.gX.data_ptr<scalar_t>();
   a.gx = out.gx.data_ptr<scalar_t>();
   a.gK = out.gK.data_ptr<scalar_t>();
@@ -326,9 +346,10 @@ struct BackwardCall {
                               const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                               const at::Tensor& w, const at::Tensor& state,
                               const at::Tensor& status, c10::string_view loss,
-                              double loss_scale) {
+                              double loss_scale, const std::optional<at::Tensor>& scales) {
     check_pnp_backward_inputs(gR, gt, gc, X, x, K, w, state, status);
-    auto in = BackwardInputs::from(gR, gt, gc, X, x, K, w, state, status);
+    check_loss_scales("solve_pnp_backward", scales, X);
+    auto in = BackwardInputs::from(gR, gt, gc, X, x, K, w, state, status, scales);
     auto out = BackwardOutputs::empty_for(in);
     return {std::move(in), std::move(out), robust(loss, loss_scale)};
   }

@@ -265,7 +265,7 @@ __device__ void backward_one(const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b,
   double K[9];
 #pragma unroll
   for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
-  const auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.rob);
+  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.rob);
   pfp::backward_problem(acc, a, b, acc.cam, lane, kWarp);
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -89,7 +89,7 @@ def solve_pnp(
     *,
     init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     loss: str = "l2",
-    loss_scale: Optional[float] = None,
+    loss_scale: Union[float, torch.Tensor, None] = None,
     max_iterations: int = 100,
     tolerance: float = 1e-10,
     huber_delta: Optional[float] = None,
@@ -147,7 +147,9 @@ def solve_pnp(
             (``DEGENERATE``); use :func:`solve_pnp_ransac` there.
         loss_scale: the kernel's scale c, in units of the weighted residual norm (pixels for
             unit weights), in [1e-150, 1e150] (its square must be a normal float64); default
-            1.0. Ignored by ``"l2"``.
+            1.0. Ignored by ``"l2"``. A float, or a real ``(...)`` tensor broadcasting to the
+            batch for a scale per problem (e.g. an adaptive Huber threshold); a problem whose
+            scale is outside the range is ``INVALID_INPUT``. Not differentiated.
         huber_delta: deprecated alias of ``loss_scale``.
         max_iterations: Levenberg-Marquardt iteration limit per problem, in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
@@ -170,11 +172,12 @@ def solve_pnp(
         (True, 6.0)
     """
     loss_scale = resolve_loss_scale(loss_scale, huber_delta)
-    loss, loss_scale, max_iterations, tolerance = check_solver_options(
+    loss, loss_scale, per_problem, max_iterations, tolerance = check_solver_options(
         loss, loss_scale, max_iterations, tolerance)
     batch, X, x, Kb, wb, init_R, init_t = flatten_problems(points3d, points2d, K, weights, init)
     *outputs, _state = ops.solve_pnp(
-        X, x, Kb, wb, init_R, init_t, loss, loss_scale, max_iterations, tolerance
+        X, x, Kb, wb, init_R, init_t, loss, loss_scale, max_iterations, tolerance,
+        problem_scales(per_problem, batch, X),
     )
     return PnPResult(*unflatten(batch, outputs))
 
@@ -197,16 +200,39 @@ def resolve_loss_scale(loss_scale, huber_delta) -> tuple[str, object]:
 
 def check_solver_options(loss, scale, max_iterations, tolerance):
     """The solver's options, validated with the rules of the kernels' own checks; ``scale``
-    is ``(name, value)`` from :func:`resolve_loss_scale`."""
+    is ``(name, value)`` from :func:`resolve_loss_scale`. Returns ``(loss, scalar scale,
+    per-problem scales tensor or None, max_iterations, tolerance)``."""
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     name, loss_scale = scale
-    check_real(name, loss_scale, 0.0, math.inf, open_low=True, rule="positive")
-    loss_scale = check_real(name, loss_scale, *LOSS_SCALE_RANGE)
+    per_problem = None
+    if isinstance(loss_scale, torch.Tensor):  # its values are checked per problem, in the kernel
+        if not (loss_scale.is_floating_point() or loss_scale.dtype in _INTEGER_DTYPES):
+            raise TypeError(f"{name} must be a real tensor, got {loss_scale.dtype}")
+        per_problem, loss_scale = loss_scale, 1.0
+    else:
+        check_real(name, loss_scale, 0.0, math.inf, open_low=True, rule="positive")
+        loss_scale = check_real(name, loss_scale, *LOSS_SCALE_RANGE)
     check_int("max_iterations", max_iterations, 1, 2**63, rule="a positive int")
     max_iterations = check_int("max_iterations", max_iterations, 1, MAX_ITERATIONS_LIMIT)
     tolerance = check_real("tolerance", tolerance, 0.0, 1.0, open_low=True, open_high=True)
-    return loss, loss_scale, max_iterations, tolerance
+    return loss, loss_scale, per_problem, max_iterations, tolerance
+
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def problem_scales(per_problem, batch, X):
+    """Per-problem loss scales broadcast to the batch and flattened: ``(B,)`` float64 on the
+    points' device (not differentiated), or None."""
+    if per_problem is None:
+        return None
+    try:
+        s = per_problem.detach().to(device=X.device, dtype=torch.float64).expand(batch)
+    except RuntimeError:
+        raise ValueError(f"loss_scale of shape {tuple(per_problem.shape)} does not broadcast to "
+                         f"the batch shape {tuple(batch)}") from None
+    return s.reshape(X.shape[0]).contiguous()
 
 
 def flatten_problems(points3d, points2d, K, weights, init):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 
@@ -12,6 +12,7 @@ from pyfacepnp.ops.pnp import (
     LOSS_SCALE_RANGE,
     check_solver_options,
     flatten_problems,
+    problem_scales,
     resolve_loss_scale,
     unflatten,
 )
@@ -51,7 +52,7 @@ def solve_pnp_ransac(
     max_trials: int = 10000,
     seed: int = 0,
     loss: str = "l2",
-    loss_scale: Optional[float] = None,
+    loss_scale: Union[float, torch.Tensor, None] = None,
     max_iterations: int = 100,
     tolerance: float = 1e-10,
 ) -> RansacResult:
@@ -87,7 +88,7 @@ def solve_pnp_ransac(
         max_trials: at most this many samples, in [1, 1e6].
         seed: the generator's key (any int).
         loss, loss_scale, max_iterations, tolerance: the final solve's, as in
-            :func:`solve_pnp`.
+            :func:`solve_pnp` (``loss_scale`` a float or a per-problem tensor).
 
     Returns:
         :class:`RansacResult`.
@@ -104,7 +105,7 @@ def solve_pnp_ransac(
         (True, 35, 4.0)
     """
     scale = resolve_loss_scale(loss_scale, None)
-    loss, loss_scale, max_iterations, tolerance = check_solver_options(
+    loss, loss_scale, per_problem, max_iterations, tolerance = check_solver_options(
         loss, scale, max_iterations, tolerance)
     threshold = check_real("threshold", threshold, 0.0, LOSS_SCALE_RANGE[1], open_low=True)
     confidence = check_real("confidence", confidence, 0.0, 1.0, open_low=True, open_high=True)
@@ -113,6 +114,6 @@ def solve_pnp_ransac(
     batch, X, x, Kb, wb, _, _ = flatten_problems(points3d, points2d, K, weights, None)
     R, t, cost, iterations, status, cov, _state, *robust = ops.solve_pnp_ransac(
         X, x, Kb, wb, loss, loss_scale, threshold, confidence, max_trials, seed, max_iterations,
-        tolerance,
+        tolerance, problem_scales(per_problem, batch, X),
     )
     return RansacResult(*unflatten(batch, [R, t, cost, iterations, status, cov, *robust]))
