@@ -34,12 +34,23 @@ struct Robust {
   int32_t kind;
   T delta;
   PFP_HD void eval(T s, T& rho, T& d1, T& d2) const {
-    if (kind == kLossHuber && s > delta * delta) {
-      const T r = sqrt(s);
-      rho = T(2) * delta * r - delta * delta;
-      d1 = delta / r;
-      d2 = -T(0.5) * delta / (s * r);
-    } else if (kind == kLossCauchy) {
+    if (kind <= kLossHuber) {  // the common kernels first, as a short path
+      if (kind == kLossHuber && s > delta * delta) {
+        const T r = sqrt(s);
+        rho = T(2) * delta * r - delta * delta;
+        d1 = delta / r;
+        d2 = -T(0.5) * delta / (s * r);
+      } else {
+        rho = s;
+        d1 = T(1);
+        d2 = T(0);
+      }
+    } else {
+      eval_redescending(s, rho, d1, d2);
+    }
+  }
+  PFP_HD void eval_redescending(T s, T& rho, T& d1, T& d2) const {
+    if (kind == kLossCauchy) {
       const T c2 = delta * delta, q = T(1) / (T(1) + s / c2);
       rho = c2 * log1p(s / c2);
       d1 = q;

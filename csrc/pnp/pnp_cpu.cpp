@@ -15,8 +15,10 @@ using pfp::PointEval;
 using pfp::PointObs;
 using pfp::Pose;
 
-// Serial accumulator over one problem's points (see common/pnp_solver.h, pnp_batch.h).
-template <typename scalar_t>
+// Serial accumulator over one problem's points (see common/pnp_solver.h, pnp_batch.h,
+// pnp_ransac.h). kMasked: whether load() may apply RANSAC's inlier mask (solve_pnp's loads
+// are then free of the test).
+template <typename scalar_t, bool kMasked = false>
 struct CpuAccumulator {
   const scalar_t* X;  // (N,3)
   const scalar_t* x;  // (N,2)
@@ -28,7 +30,8 @@ struct CpuAccumulator {
   bool use_mask = false;
 
   PointObs<double> load(int64_t i) const {
-    return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+    if constexpr (kMasked) return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+    return pfp::load_point<double>(X, x, w, i);
   }
   PointObs<double> load_raw(int64_t i) const { return pfp::load_point<double>(X, x, w, i); }
 
@@ -172,8 +175,8 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const pfp::Camera<double> cam{a.K + 9 * b};
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     a.prm.rob, ra.inliers + b * N};
+        CpuAccumulator<scalar_t, true> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2,
+                                           cam, N, a.prm.rob, ra.inliers + b * N};
         pfp::ransac_problem(acc, ra, b, cam, 0, 1);
       }
     });

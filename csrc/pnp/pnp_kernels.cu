@@ -57,7 +57,8 @@ __device__ __forceinline__ int warp_sum(int v) {
 }
 
 // One problem's points, reduced across a warp (the accumulator of common/pnp_solver.h).
-template <typename scalar_t>
+// kMasked: whether load() may apply RANSAC's inlier mask.
+template <typename scalar_t, bool kMasked = false>
 struct WarpAccumulator {
   static constexpr bool kParallelStarts = true;
 
@@ -75,7 +76,8 @@ struct WarpAccumulator {
   bool use_mask;  // each lane reads and writes only its own points' entries
 
   __device__ PointObs<double> load(int64_t i) const {
-    return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+    if constexpr (kMasked) return pfp::load_point<double>(X, x, w, i, use_mask ? mask : nullptr);
+    return pfp::load_point<double>(X, x, w, i);
   }
   __device__ PointObs<double> load_raw(int64_t i) const {
     return pfp::load_point<double>(X, x, w, i);
@@ -204,12 +206,11 @@ struct WarpAccumulator {
   }
 };
 
-template <typename scalar_t>
-__device__ WarpAccumulator<scalar_t> warp_accumulator(const scalar_t* X, const scalar_t* x,
-                                                      const scalar_t* w, int64_t b, int64_t N,
-                                                      const double* K, int lane,
-                                                      const pfp::Robust<double>& rob) {
-  WarpAccumulator<scalar_t> acc;
+template <bool kMasked = false, typename scalar_t>
+__device__ WarpAccumulator<scalar_t, kMasked> warp_accumulator(
+    const scalar_t* X, const scalar_t* x, const scalar_t* w, int64_t b, int64_t N,
+    const double* K, int lane, const pfp::Robust<double>& rob) {
+  WarpAccumulator<scalar_t, kMasked> acc;
   acc.X = X + 3 * b * N;
   acc.x = x + 2 * b * N;
   acc.w = w + 2 * b * N;
@@ -253,7 +254,7 @@ __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
     double K[9];
 #pragma unroll
     for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
-    auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
+    auto acc = warp_accumulator<true>(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
     acc.mask = ra.inliers + b * a.N;
     pfp::ransac_problem(acc, ra, b, acc.cam, lane, kWarp);
   }
