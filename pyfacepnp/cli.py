@@ -128,8 +128,22 @@ def cmd_eval(args) -> int:
     os.makedirs(out_dir, exist_ok=True)
     path = write_report(out_dir, res, face_model.triangles)
     print(f"report: {path}")
+    _print_gain(os.path.dirname(path))
+    print()
     print(res.table())
     return 0
+
+
+def _print_gain(run_dir: str) -> None:
+    """The end-to-end experiment's verdict lines from ``<run_dir>/metrics.json``."""
+    from pyfacepnp.eval.experiment import gain_lines
+
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    lines = gain_lines(metrics)
+    if lines:
+        print()
+        print("\n".join(lines))
 
 
 def cmd_predict(args) -> int:
@@ -206,6 +220,7 @@ def cmd_demo(args) -> int:
     print(f"detector: 68-landmark error {res.detector['landmark68_error_px']:.2f} px, "
           f"whole face inside crop {100 * res.detector['face_inside_crop']:.1f}%")
     print(f"report: {out['report']} (total {out['seconds']:.0f} s)")
+    _print_gain(os.path.dirname(out["report"]))  # the experiment first: the table is printed last
     print()
     print(res.table())
     return 0

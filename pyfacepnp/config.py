@@ -25,6 +25,9 @@ class DataConfig:
     ``source="synthetic"`` renders the embedded synthetic set (``*_samples`` per split,
     deterministic by ``seed``) once and caches it under ``cache_dir``;
     ``source="wcpa"`` reads a WCPA track-2 folder at ``root`` (``*_list`` name its csv lists).
+    ``identity_pool``: 0 (default) draws a new identity for every synthetic sample; N > 0
+    draws each split's identities from a pool of N. ``crop_margin`` shapes the crops of
+    training (the cache), evaluation and ``predict`` alike.
     """
 
     source: str = "synthetic"
@@ -34,7 +37,8 @@ class DataConfig:
     test_list: str = ""
     train_samples: int = 4000
     val_samples: int = 100
-    test_samples: int = 200
+    test_samples: int = 1000
+    identity_pool: int = 0
     image_size: int = 400
     crop_size: int = 128
     detector_size: int = 128
@@ -83,12 +87,23 @@ class TrainConfig:
     nll_beta: float = 0.5  # beta-NLL weighting of the landmark NLL (0: plain Gaussian NLL)
     edge_weight: float = 0.5
     coeff_weight: float = 1.0  # MSE on the face model coefficients (synthetic data only)
+    # The identity's global scale cannot be seen in an image (a larger face farther away looks
+    # the same): with scale_free, the branch terms' shape targets (vertices, edges, the scale
+    # coefficient) are the ground truth without its scale component, i.e. at the mean scale
+    # (synthetic data, face models whose first identity component is "scale"). The camera-space
+    # terms and the metric keep the true shape.
+    scale_free: bool = False
     # stage 2 loss weights (camera-space terms in mm, as in the WCPA score) + stage-1 terms kept
     camera_weight: float = 1.0
     gt_shape_pose_weight: float = 1.0
     shape_weight: float = 10.0
     stage2_branch_weight: float = 0.1
     pnp_max_iterations: int = 30
+    # the end-to-end experiment: one stage-2 run per seed (stage 1 shared), each with its
+    # control arm (c0: the same run with the loss terms that flow through the PnP, d12 and
+    # d13, switched off) when stage2_control is on
+    stage2_seeds: tuple = (0, 1, 2)
+    stage2_control: bool = True
 
 
 @dataclass
@@ -153,7 +168,7 @@ PRESETS: dict[str, dict] = {
                   "detector_widths": (8, 16, 16, 32)},
         "train": {"batch_size": 16, "detector_steps": 20, "stage1_steps": 40,
                   "stage2_steps": 10, "warmup_steps": 5, "checkpoint_every": 20,
-                  "log_every": 5},
+                  "log_every": 5, "stage2_seeds": (0, 1)},
     },
 }
 
@@ -174,6 +189,36 @@ def make_config(preset: str = "cpu", overrides: dict | None = None, **top) -> Ru
     for dotted, value in (overrides or {}).items():
         set_dotted(cfg, dotted, value)
     return cfg
+
+
+@dataclass(frozen=True)
+class Stage2Arm:
+    """One stage-2 run of the experiment: ``arm`` ``"c"`` (end to end) or ``"c0"``
+    (control), its seed offset ``seed`` (the run's seed is ``train.seed + seed``) and its
+    stage name (checkpoint, log). The first end-to-end arm is ``stage2`` itself."""
+
+    name: str
+    arm: str
+    seed: int
+
+
+def stage2_arms(cfg: RunConfig) -> list[Stage2Arm]:
+    """Every stage-2 run of ``cfg``: ``(c, seed)`` for each of ``train.stage2_seeds`` (the
+    first named ``stage2``) and, with ``train.stage2_control``, ``(c0, seed)`` after it.
+
+    Example:
+        >>> [a.name for a in stage2_arms(make_config("quick"))]
+        ['stage2', 'stage2_c0_s0', 'stage2_c_s1', 'stage2_c0_s1']
+    """
+    seeds = tuple(cfg.train.stage2_seeds) or (0,)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"train.stage2_seeds must be distinct, got {seeds}")
+    arms = []
+    for i, seed in enumerate(seeds):
+        arms.append(Stage2Arm("stage2" if i == 0 else f"stage2_c_s{seed}", "c", int(seed)))
+        if cfg.train.stage2_control:
+            arms.append(Stage2Arm(f"stage2_c0_s{seed}", "c0", int(seed)))
+    return arms
 
 
 # Fields a resumed run may change: the stages' step counts (a finished stage trains on to a

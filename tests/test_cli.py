@@ -48,23 +48,61 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_writes_report_and_prints_table_last(quick_demo):
     run_dir, proc = quick_demo
-    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
-    table = [line for line in lines if line.startswith("|")]
-    assert len(table) == 6  # header, rule, baseline and (a) (b) (c)
-    assert lines[-len(table):] == table
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("|")
+    start = max(i for i, line in enumerate(lines) if not line.startswith("|")) + 1
+    table = lines[start:]  # the last block of the output is the table
+    assert len(table) == 9  # header, rule, baseline, (a) (b) (c) (c0), two oracle floors
     for label in ("trivial baseline", "(a) stage-1 net + cv2.solvePnP", "(b) stage-1 net + pyfacepnp.solve_pnp",
-                  "(c) end-to-end net"):
+                  "(c) end-to-end net", "(c0) control", "oracle: template shape", "oracle: everything known"):
         assert any(label in row for row in table), label
+    # the experiment's verdicts come before it, with intervals
+    assert any("(c0)" in line and "95 % CI" in line for line in lines[:start])
     report = (run_dir / "report.md").read_text()
     assert "| method | WCPA score" in report and "loss_curves.png" in report and "overlay_0.png" in report
     for f in ("loss_curves.png", "overlays/overlay_0.png", "config.json", "model.pt", "eval.json",
-              "stage1_log.csv", "stage2_log.csv", "detector_log.csv"):
+              "metrics.json", "stage1_log.csv", "stage2_log.csv", "detector_log.csv", "stage2_c0_s0_log.csv",
+              "stage2_c_s1_log.csv", "stage2_c0_s1_log.csv"):
         assert (run_dir / f).is_file(), f
     ev = json.loads((run_dir / "eval.json").read_text())
     for m in ("baseline", "a", "b", "c"):
         assert np.isfinite(ev["methods"][m]["wcpa"]) and ev["methods"][m]["wcpa"] > 0
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["name"] == "demo-quick" and cfg["data"]["crop_size"] == 64
+    check_metrics_schema(json.loads((run_dir / "metrics.json").read_text()), n=24, seeds=[0, 1])
+    assert "## The end-to-end experiment" in report
+
+
+def check_metrics_schema(m, n, seeds):
+    """metrics.json: every row with every field, the gain with its intervals, the floors."""
+    fields = {"wcpa", "d12", "d13", "d14", "rotation_deg", "translation_mm", "vertex_mm", "pnp_failed",
+              "n_samples", "n_identities"}
+    for row in ("trivial", "a", "b", "c", "c0"):
+        assert fields <= set(m[row]), row
+        assert m[row]["n_samples"] == n and m[row]["n_identities"] == n, row  # one identity per sample
+        for k in fields - {"n_samples", "n_identities", "pnp_failed"}:
+            assert np.isfinite(m[row][k]), (row, k)
+        # the score is its terms
+        assert m[row]["wcpa"] == pytest.approx(m[row]["d12"] + m[row]["d13"] + 10 * m[row]["d14"], rel=1e-9)
+    for row in ("c", "c0"):
+        assert m[row]["seeds"] == seeds and sorted(m[row]["per_seed"]) == [str(s) for s in seeds]
+        assert m[row]["wcpa"] == pytest.approx(np.mean([m[row]["per_seed"][str(s)]["wcpa"] for s in seeds]))
+    for key, other in (("c_vs_c0", "c0"), ("c_vs_a", "a")):
+        g = m["e2e_gain"][key]
+        lo, hi = g["ci95"]
+        assert lo <= g["mean"] <= hi
+        assert g["mean"] == pytest.approx(m["c"]["wcpa"] - m[other]["wcpa"], abs=1e-6)
+        assert sorted(g["per_seed"]) == [str(s) for s in seeds]
+        for s in seeds:
+            d = g["per_seed"][str(s)]
+            base = m[other]["per_seed"][str(s)]["wcpa"] if other == "c0" else m["a"]["wcpa"]
+            assert d["mean"] == pytest.approx(m["c"]["per_seed"][str(s)]["wcpa"] - base, abs=1e-6)
+            assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+        assert set(g["terms"]) == {"wcpa", "d12", "d13", "d14"}
+    for floor in ("template_exact_landmarks", "all_but_scale"):
+        assert np.isfinite(m["oracle_floors"][floor]["wcpa"])
+    # with the shape known up to its scale and exact landmarks, the floor beats the template's
+    assert m["oracle_floors"]["all_but_scale"]["wcpa"] < m["oracle_floors"]["template_exact_landmarks"]["wcpa"]
 
 
 def test_eval_command_on_a_trained_bundle(quick_demo, tmp_path, capsys):
@@ -72,8 +110,10 @@ def test_eval_command_on_a_trained_bundle(quick_demo, tmp_path, capsys):
     code, out, err = cli_main(capsys, "eval", "--checkpoint", str(run_dir / "model.pt"), "--out", str(tmp_path),
                               "--cv2-method", "iterative")
     assert code == 0, err[-3000:]
-    assert out.strip().splitlines()[-1].startswith("| (c) end-to-end net")
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("| oracle") and any(line.startswith("| (c0) control") for line in lines)
     assert (tmp_path / "report.md").is_file()
+    check_metrics_schema(json.loads((tmp_path / "metrics.json").read_text()), n=24, seeds=[0, 1])
 
 
 def test_predict_writes_overlay_pose_and_vertices(quick_demo, tmp_path, capsys):

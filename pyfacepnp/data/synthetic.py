@@ -3,8 +3,9 @@ the WCPA pose and camera statistics.
 
 Every sample is a pure function of ``(split, seed, index)``: the random streams are
 seeded from those numbers only, so a sample is the same in any worker, in any order, with
-or without the full frame rendered. Identities come from a per-split pool (``train``,
-``val`` and ``test`` never share one); an identity fixes the shape coefficients and the
+or without the full frame rendered. By default every sample is its own identity (drawn
+from the split's stream, so ``train``, ``val`` and ``test`` never share one); with
+``num_identities`` the identities come from a per-split pool of that size. An identity fixes the shape coefficients and the
 skin, hair and eye colours, while expression, pose, lighting, background, occluders and
 image degradations are drawn per sample.
 """
@@ -115,8 +116,11 @@ class SyntheticFaceDataset(Dataset):
         crop_size: side of the face crop, rendered directly with ``K_crop``.
         render_image: also render the full frame (``image`` key); the crop never depends
             on it.
-        num_identities: size of the split's identity pool (default: ``num_samples // 4``,
-            at least 1).
+        render_crop: render the crop (``crop`` key; default True). The training cache
+            cuts its crops from the full frame instead and turns this off, so nothing is
+            rendered that is thrown away.
+        num_identities: size of the split's identity pool; ``None`` or 0 (default): a new
+            identity per sample (identity number = sample index).
         jitter: random crop jitter (default: on for ``train`` only).
         crop_margin: margin of :func:`crop_affine_from_landmarks`.
         occluder_prob, blur_prob, noise_prob: probabilities of the augmentations.
@@ -144,6 +148,7 @@ class SyntheticFaceDataset(Dataset):
 
     def __init__(self, split: str = "train", num_samples: int = 10000, seed: int = 0, image_size: int = 800,
                  crop_size: int = 256, render_image: bool = True, num_identities: Optional[int] = None,
+                 render_crop: bool = True,
                  jitter: Optional[bool] = None, crop_margin: float = 0.25, occluder_prob: float = 0.3,
                  blur_prob: float = 0.3, noise_prob: float = 0.5, focal_std: float = 0.0,
                  texture_size: int = 256, pose_stats: PoseStats = PoseStats(), head: bool = True,
@@ -155,7 +160,10 @@ class SyntheticFaceDataset(Dataset):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'num_samples' else 'positive'} integer, got {val!r}")
         self.split, self.num_samples, self.seed = split, int(num_samples), int(seed)
         self.image_size, self.crop_size, self.render_image = int(image_size), int(crop_size), bool(render_image)
-        self.num_identities = int(num_identities) if num_identities else max(1, self.num_samples // 4)
+        if num_identities is not None and (int(num_identities) != num_identities or num_identities < 0):
+            raise ValueError(f"num_identities must be a non-negative integer or None, got {num_identities!r}")
+        self.num_identities = int(num_identities or 0)  # 0: one identity per sample
+        self.render_crop = bool(render_crop)
         self.jitter = (split == "train") if jitter is None else bool(jitter)
         self.crop_margin = crop_margin
         self.occluder_prob, self.blur_prob, self.noise_prob = occluder_prob, blur_prob, noise_prob
@@ -188,7 +196,7 @@ class SyntheticFaceDataset(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for a dataset of {self.num_samples} samples")
         rng = np.random.default_rng(self._seed(0, index))
-        identity = int(rng.integers(self.num_identities))
+        identity = int(rng.integers(self.num_identities)) if self.num_identities else index
         id_coeffs, palette, hair = self.identity_params(identity)
         exp_coeffs = _sample_expression(rng)
         R_t = _sample_pose(rng, self.pose_stats)
@@ -266,10 +274,8 @@ class SyntheticFaceDataset(Dataset):
         K_crop = crop_intrinsics(K, A)
         mesh = self.scene_mesh(scene, V, R, t)
         texture = ap.texture_from_palette(scene.palette, self.texture_size)
-        crop = self.render(scene, mesh, K_crop, A, self.crop_size, 1, texture, self.supersample)
         f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         item = {
-            "crop": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
             "crop_affine": f32(A),
             "K": f32(K),
             "K_crop": f32(K_crop),
@@ -284,6 +290,9 @@ class SyntheticFaceDataset(Dataset):
             "index": torch.tensor(index, dtype=torch.int64),
             "identity": torch.tensor(scene.identity, dtype=torch.int64),
         }
+        if self.render_crop:
+            crop = self.render(scene, mesh, K_crop, A, self.crop_size, 1, texture, self.supersample)
+            item["crop"] = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
         if self.render_image:
             image = self.render(scene, mesh, K, np.eye(3)[:2], self.image_size, 0, texture)
             item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -7,7 +7,7 @@ to end) and the trivial baseline's mean pose; it loads with ``weights_only=True`
 
 from __future__ import annotations
 
-from pyfacepnp.config import RunConfig
+from pyfacepnp.config import RunConfig, stage2_arms
 from pyfacepnp.files import load_checkpoint, save_atomic
 from pyfacepnp.models.detector import LandmarkDetector
 from pyfacepnp.models.face_net import FaceNet
@@ -36,18 +36,23 @@ def build_models(cfg: RunConfig, face_model=None) -> tuple[LandmarkDetector, Fac
     return det, net
 
 
-def save_bundle(path: str, cfg: RunConfig, detector, stage1, stage2, baseline: dict) -> None:
-    """Write a bundle atomically (``baseline``: ``{"R": (3, 3), "t": (3,)}`` mean pose)."""
+def save_bundle(path: str, cfg: RunConfig, detector, stage1, stage2, baseline: dict,
+                arms: dict | None = None) -> None:
+    """Write a bundle atomically (``baseline``: ``{"R": (3, 3), "t": (3,)}`` mean pose;
+    ``arms``: the further stage-2 networks of the end-to-end experiment by stage name)."""
     save_atomic({"config": cfg.to_dict(), "detector": detector.state_dict(), "stage1": stage1.state_dict(),
-                 "stage2": stage2.state_dict(), "baseline": baseline}, path)
+                 "stage2": stage2.state_dict(), "baseline": baseline,
+                 "arms": {k: m.state_dict() for k, m in (arms or {}).items()}}, path)
 
 
 def load_bundle(path: str, face_model=None, device="cpu") -> dict:
     """Models of a finished run from its ``model.pt`` (loaded with ``weights_only=True``).
 
     Returns:
-        dict with ``config`` (RunConfig), ``detector``, ``stage1``, ``stage2`` (eval mode)
-        and ``baseline`` (mean pose).
+        dict with ``config`` (RunConfig), ``detector``, ``stage1``, ``stage2`` (eval mode),
+        ``baseline`` (mean pose) and ``arms``: every stage-2 run of the end-to-end
+        experiment as ``{"name", "arm" ("c" | "c0"), "seed", "net"}`` (``stage2`` is the
+        first; a bundle without the experiment's arms gives just that one).
     """
     ck = load_checkpoint(path, map_location=device)
     for key in BUNDLE_KEYS:
@@ -64,4 +69,16 @@ def load_bundle(path: str, face_model=None, device="cpu") -> dict:
     out = {"config": cfg, "baseline": ck.get("baseline")}
     for k, m in (("detector", det), ("stage1", net1), ("stage2", net2)):
         out[k] = m.to(device).eval()
+    saved = ck.get("arms") or {}
+    out["arms"] = []
+    for arm in stage2_arms(cfg):
+        if arm.name == "stage2":
+            net = out["stage2"]
+        elif arm.name in saved:
+            _, net = build_models(cfg, face_model)
+            net.load_state_dict(saved[arm.name])
+            net = net.to(device).eval()
+        else:
+            continue
+        out["arms"].append({"name": arm.name, "arm": arm.arm, "seed": arm.seed, "net": net})
     return out

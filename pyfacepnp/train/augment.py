@@ -23,10 +23,15 @@ def photometric(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x * gain * cast + bias).clamp(0, 1)
 
 
-def geometric_jitter(batch: dict, gen: torch.Generator, rotate: float = 0.12, scale: float = 0.08,
-                     shift: float = 0.05) -> dict:
+def geometric_jitter(batch: dict, gen: torch.Generator, rotate: float = 0.15, scale: float = 0.13,
+                     shift: float = 0.085) -> dict:
     """Random similarity re-crop of each sample (uniform rotation in +-``rotate`` rad, scale
     in +-``scale``, shift in +-``shift`` of the side about the crop centre).
+
+    It is training's only crop jitter (the cached crops are cut without one); its spread
+    (standard deviations 0.087 rad, 7.5 %, 4.9 %) is that of the two jitters it replaces
+    together: the data set's former per-sample jitter (Gaussian, 0.05 rad, 6 %, 4 %) and the
+    former re-crop (uniform, +-0.12 rad, +-8 %, +-5 %).
 
     The crop is resampled and ``crop_affine`` composed with the same similarity, so every
     target derived from it (landmark pixels, PnP) stays exact. It multiplies the effective

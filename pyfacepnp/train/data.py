@@ -8,7 +8,12 @@ training and inference crops come from one code path:
 ``(3, d, d)`` (frame downscaled for the detector), optionally ``image`` uint8
 ``(3, S, S)``, and float32 ``crop_affine (2, 3)``, ``K (3, 3)``, ``landmarks68 (68, 2)``,
 ``vertices (N, 3)``, ``R (3, 3)``, ``t (3,)`` (+ ``id_coeffs``, ``exp_coeffs`` when the
-data set has them).
+data set has them, and int64 ``identity`` for the bootstrap over identities).
+
+The crop is cut around the ground-truth landmarks with ``data.crop_margin`` (the margin
+evaluation and ``predict`` use) and without jitter: the one crop jitter of training is the
+random similarity re-crop of :func:`pyfacepnp.train.augment.geometric_jitter`, drawn anew
+every step. The synthetic data set renders only the full frame (the crop is cut from it).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pyfacepnp.train.distributed import DistInfo, barrier
 
 FLOAT_KEYS = ("crop_affine", "K", "landmarks68", "vertices", "R", "t")
 OPTIONAL_KEYS = ("id_coeffs", "exp_coeffs")  # synthetic data only (the coefficient loss)
+INT_KEYS = ("identity",)  # kept as int64 when the data set has it
 SPLITS = ("train", "val", "test")
 
 
@@ -46,6 +52,7 @@ def prepare_batch(batch: dict, crop_size: int, detector_size: int, keep_image: b
         raise ValueError(f"samples lack {missing}: training and evaluation need ground truth "
                          "(for WCPA folders, the info/*.npz files)")
     out = {k: batch[k].float() for k in FLOAT_KEYS + OPTIONAL_KEYS if k in batch}
+    out.update({k: batch[k].long() for k in INT_KEYS if k in batch})
     out["crop"] = to_uint8(warp_image(image.float(), out["crop_affine"], crop_size))
     out["small"] = to_uint8(resize_image(image.float(), detector_size))
     if keep_image:
@@ -89,9 +96,13 @@ def _synthetic_dataset(cfg: DataConfig, split: str, keep_image: bool):
     from pyfacepnp.data.synthetic import SyntheticFaceDataset
 
     n = {"train": cfg.train_samples, "val": cfg.val_samples, "test": cfg.test_samples}[split]
+    # Only the frame is rendered: prepare_batch cuts the crop from it (one code path with
+    # inference), around the GT landmarks with the configured margin and no jitter (the
+    # training jitter is the per-step re-crop of train.augment).
     return SyntheticFaceDataset(split=split, num_samples=n, seed=cfg.seed,
                                 image_size=cfg.image_size, crop_size=cfg.crop_size,
-                                render_image=True)
+                                render_image=True, render_crop=False, jitter=False,
+                                crop_margin=cfg.crop_margin, num_identities=cfg.identity_pool)
 
 
 def _wcpa_dataset(cfg: DataConfig, split: str):
@@ -100,7 +111,7 @@ def _wcpa_dataset(cfg: DataConfig, split: str):
     if not cfg.root:
         raise ValueError("data.source='wcpa' needs data.root (the WCPA track-2 folder)")
     lst = {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list}[split]
-    return WCPADataset(cfg.root, list_file=lst or None, crop_size=cfg.crop_size)
+    return WCPADataset(cfg.root, list_file=lst or None, crop_size=cfg.crop_size, crop_margin=cfg.crop_margin)
 
 
 # The sources a rendered synthetic split depends on, relative to the package folder.
@@ -133,7 +144,8 @@ def cache_key(cfg: DataConfig, split: str, keep_image: bool) -> dict:
     return {"code": _data_code_digest(), "split": split,
             "n": {"train": cfg.train_samples, "val": cfg.val_samples, "test": cfg.test_samples}[split],
             "seed": cfg.seed, "image": cfg.image_size, "crop": cfg.crop_size,
-            "det": cfg.detector_size, "keep": keep_image, "v": 2}
+            "det": cfg.detector_size, "keep": keep_image, "margin": cfg.crop_margin,
+            "identities": cfg.identity_pool, "v": 3}
 
 
 def cache_path(cfg: DataConfig, split: str, keep_image: bool) -> str:

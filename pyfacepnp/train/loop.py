@@ -30,7 +30,10 @@ class Stage:
 
     ``loss_fn(model, batch, generator)`` returns the scalar loss and a dict of float
     metrics; ``model`` is ``module`` or its DDP wrapper; ``generator`` is seeded by
-    (seed, stage, step, rank) for augmentation, so a resumed run draws the same numbers.
+    (seed, stream, step, rank) for augmentation, so a resumed run draws the same numbers.
+    ``seed`` (default ``train.seed``) also fixes the batch order; ``stream`` (default
+    ``name``) names the augmentation stream, so two stages with the same ``seed`` and
+    ``stream`` (an end-to-end arm and its control) see the same batches and augmentation.
     """
 
     name: str
@@ -38,6 +41,8 @@ class Stage:
     steps: int
     lr: float
     loss_fn: LossFn
+    seed: int | None = None
+    stream: str | None = None
 
 
 def step_seed(seed: int, stage: str, step: int, rank: int) -> int:
@@ -102,10 +107,12 @@ def run_stage(stage: Stage, cfg: RunConfig, source, info: DistInfo, resume: bool
     acc: dict[str, float] = {}
     n_acc = 0
     step = start
-    for step, batch in step_batches(source, tc.batch_size, start, end, tc.seed, info):
+    seed = tc.seed if stage.seed is None else stage.seed
+    stream = stage.name if stage.stream is None else stage.stream
+    for step, batch in step_batches(source, tc.batch_size, start, end, seed, info):
         t0 = time.time()
         batch = _to_device(batch, device)
-        gen = torch.Generator().manual_seed(step_seed(tc.seed, stage.name, step, info.rank))
+        gen = torch.Generator().manual_seed(step_seed(seed, stream, step, info.rank))
         lr = warmup_cosine(step, stage.steps, tc.warmup_steps, stage.lr)
         for g in opt.param_groups:
             g["lr"] = lr

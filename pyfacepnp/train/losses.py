@@ -92,23 +92,41 @@ def detector_loss(model: nn.Module, batch: dict, gen: torch.Generator, heatmap_w
     return loss, {"lm68_px": float(px)}
 
 
-def make_detector_loss(cfg: RunConfig, edges: torch.Tensor):
-    """The detector stage's objective (:func:`detector_loss`; ``cfg`` and ``edges`` unused)."""
+def make_detector_loss(cfg: RunConfig, edges: torch.Tensor, scale_basis=None):
+    """The detector stage's objective (:func:`detector_loss`; the arguments are unused)."""
     return detector_loss
 
 
-def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Per-sample stage-1 loss ``(B,)`` and its metrics."""
+def scale_free_shape(batch: dict, scale_basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ground-truth shape and identity coefficients without the identity's scale
+    component (coefficient 0, displacement ``scale_basis (N, 3)``): ``(vertices (B, N, 3),
+    id_coeffs (B, K))``, the shape at the mean scale."""
+    c0 = batch["id_coeffs"][:, :1]
+    vertices = batch["vertices"] - c0[..., None] * scale_basis.to(batch["vertices"])
+    id_coeffs = torch.cat([torch.zeros_like(c0), batch["id_coeffs"][:, 1:]], -1)
+    return vertices, id_coeffs
+
+
+def branch_losses(cfg: RunConfig, pred: dict, batch: dict, edges: torch.Tensor,
+                  scale_basis: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Per-sample stage-1 loss ``(B,)`` and its metrics.
+
+    With ``scale_basis`` (``train.scale_free``) the shape targets are
+    :func:`scale_free_shape`'s; the landmark target stays the projection of the true shape.
+    """
     tc = cfg.train
     target = gt_crop_landmarks(batch)
-    l_vert = vertex_l1(pred["vertices"], batch["vertices"])
+    gt_vertices, gt_id = batch["vertices"], batch.get("id_coeffs")
+    if scale_basis is not None and gt_id is not None:
+        gt_vertices, gt_id = scale_free_shape(batch, scale_basis)
+    l_vert = vertex_l1(pred["vertices"], gt_vertices)
     l_nll = gaussian_nll(pred["landmarks"], pred["log_var"], target, beta=tc.nll_beta)
-    l_edge = edge_length_l1(pred["vertices"], batch["vertices"], edges)
+    l_edge = edge_length_l1(pred["vertices"], gt_vertices, edges)
     per_sample = tc.vertex_weight * l_vert + tc.nll_weight * l_nll + tc.edge_weight * l_edge
-    if tc.coeff_weight > 0 and "id_coeffs" in batch:
+    if tc.coeff_weight > 0 and gt_id is not None:
         # Coefficients are ~unit scale, so each component gets a well-conditioned gradient;
         # the vertex L1 alone favours the few components with large displacements.
-        gt_coeffs = torch.cat([batch["id_coeffs"], batch["exp_coeffs"]], -1)
+        gt_coeffs = torch.cat([gt_id, batch["exp_coeffs"]], -1)
         per_sample = per_sample + tc.coeff_weight * ((pred["coeffs"] - gt_coeffs) ** 2).mean(-1)
     with torch.no_grad():
         lm_px = (pred["landmarks"] - target).norm(dim=-1).mean()
@@ -130,20 +148,45 @@ def _face_net_objective(terms):
     return loss_fn
 
 
-def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor):
-    """Stage 1's objective: the mean of :func:`branch_losses`."""
+def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor, scale_basis: torch.Tensor | None = None):
+    """Stage 1's objective: the mean of :func:`branch_losses` (``scale_basis``: see there)."""
     def terms(pred, batch):
-        per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        per_sample, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device), scale_basis)
         return per_sample.mean(), metrics
 
     return _face_net_objective(terms)
 
 
-def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
+# The stage-2 loss terms whose value depends on the PnP's pose (so whose gradient flows
+# through solve_pnp's backward): d(X1, X2) and d(X1, X3). d(X1, X4) (predicted shape under
+# the GT pose) and the branch terms never touch the PnP.
+PNP_TERMS = ("d12", "d13")
+
+
+def stage2_weights(cfg: RunConfig, pnp_terms: bool = True) -> dict:
+    """The weights of stage 2's camera-space terms ``{"d12", "d13", "d14"}``; with
+    ``pnp_terms=False`` (the control arm c0) those of :data:`PNP_TERMS` are 0 and the rest
+    unchanged."""
+    tc = cfg.train
+    w = {"d12": tc.camera_weight, "d13": tc.gt_shape_pose_weight, "d14": tc.shape_weight}
+    if not pnp_terms:
+        w.update(dict.fromkeys(PNP_TERMS, 0.0))
+    return w
+
+
+def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor, pnp_terms: bool = True,
+                     scale_basis: torch.Tensor | None = None):
     """Stage 2's objective: the WCPA camera-space distances through ``solve_pnp`` (weights
     1/sigma^2), averaged over the samples whose PnP converged, plus the stage-1 terms at
-    ``train.stage2_branch_weight``."""
+    ``train.stage2_branch_weight``.
+
+    ``pnp_terms=False`` is the control arm (c0) of the end-to-end experiment: the terms
+    that flow through the PnP (:data:`PNP_TERMS`) get weight 0 and nothing else changes
+    (the PnP still runs: its convergence mask and the logged metrics are the same
+    functions of the predictions; augmentation draws are made before the loss).
+    """
     tc = cfg.train
+    w = stage2_weights(cfg, pnp_terms)
 
     def terms(pred, batch):
         pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
@@ -154,8 +197,11 @@ def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor):
         R = torch.where(ok[:, None, None], pose.R, batch["R"].detach())
         t = torch.where(ok[:, None], pose.t, batch["t"].detach())
         wcpa = wcpa_terms(pred["vertices"], R, t, batch["vertices"], batch["R"], batch["t"])
-        cam = tc.camera_weight * wcpa.d12 + tc.gt_shape_pose_weight * wcpa.d13 + tc.shape_weight * wcpa.d14
-        branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device))
+        cam = w["d14"] * wcpa.d14
+        for name in PNP_TERMS:  # a zero weight drops the term (and its gradient) entirely
+            if w[name] != 0:
+                cam = cam + w[name] * getattr(wcpa, name)
+        branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device), scale_basis)
         loss = masked_mean(cam, ok) + tc.stage2_branch_weight * branch.mean()
         with torch.no_grad():
             metrics.update(wcpa=float(masked_mean(wcpa.score, ok)),

@@ -9,6 +9,12 @@ the networks come from :mod:`pyfacepnp.models.bundle`, the objectives from
    camera-space distances, averaged over the samples whose PnP converged, plus the
    stage-1 terms at a small weight so sigma stays a calibrated uncertainty. It starts
    from stage 1's weights.
+
+The end-to-end experiment adds further stage-2 runs from the same stage-1 weights
+(:func:`stage2_arms`): one end-to-end arm (c) per seed of ``train.stage2_seeds`` and, with
+``train.stage2_control``, its control arm (c0): the same run (steps, schedule, seed, batches,
+augmentation draws) with the loss terms that flow through the PnP switched off
+(:func:`pyfacepnp.train.losses.make_stage2_loss` with ``pnp_terms=False``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-from pyfacepnp.config import RunConfig
+from pyfacepnp.config import RunConfig, Stage2Arm, stage2_arms
 from pyfacepnp.files import atomic_write, remove_temporaries
 from pyfacepnp.geometry.mesh import edges_from_triangles
 from pyfacepnp.models.bundle import build_models, default_face_model, save_bundle
@@ -32,13 +38,13 @@ from pyfacepnp.train.losses import make_detector_loss, make_stage1_loss, make_st
 from pyfacepnp.train.loop import Stage, run_stage
 from pyfacepnp.train.statistics import train_statistics
 
-__all__ = ["STAGES", "StageSpec", "run_training"]
+__all__ = ["STAGES", "StageSpec", "Stage2Arm", "stage2_arms", "run_training"]
 
 
 @dataclass(frozen=True)
 class StageSpec:
     """One stage of the pipeline: its name, the ``train`` fields of its step count and
-    learning rate, its objective factory ``make_loss(cfg, edges)``, the network it trains
+    learning rate, its objective factory ``make_loss(cfg, edges, scale_basis=None)``, the network it trains
     (``"detector"`` or ``"face"``) and, for a fine-tuning stage, the stage whose trained
     network it starts from (a copy)."""
 
@@ -94,8 +100,10 @@ def run_training(cfg: RunConfig, resume: bool = False, face_model=None, stop_aft
 
 
 def _run_training(cfg, resume, face_model, stop_after, info):
+    arms = stage2_arms(cfg)
     if resume:
-        check_resume_config(cfg, [checkpoint_path(cfg.run_dir, spec.name) for spec in STAGES])
+        names = [spec.name for spec in STAGES] + [a.name for a in arms if a.name != "stage2"]
+        check_resume_config(cfg, [checkpoint_path(cfg.run_dir, n) for n in names])
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if info.is_main:
@@ -114,24 +122,41 @@ def _run_training(cfg, resume, face_model, stop_after, info):
     net.landmark_head.set_mean_landmarks(stats["mean_crop_landmarks"])
     fresh = {"detector": det, "face": net}
     edges = edges_from_triangles(face_model.triangles)
+    scale_basis = None
+    if cfg.train.scale_free:
+        if tuple(getattr(face_model, "id_names", ()))[:1] != ("scale",):
+            raise ValueError("train.scale_free needs a face model whose first identity component is 'scale'")
+        scale_basis = torch.tensor(face_model.id_basis[0], dtype=torch.float32)
 
     trained, summaries = {}, {}
+    runs = []  # (name, spec, stage keywords): the three stages, then the further stage-2 arms
     for spec in STAGES:
+        if spec.name != "stage2":
+            runs.append((spec.name, spec, {}, None))
+    for arm in arms:
+        # Every arm: the stage-2 stream at seed train.seed + arm.seed, so (c, s) and (c0, s)
+        # see the same batches and augmentation draws.
+        runs.append((arm.name, STAGES[2], {"seed": cfg.train.seed + arm.seed, "stream": "stage2"}, arm))
+    for name, spec, keywords, arm in runs:
         module = fresh[spec.network] if spec.starts_from is None else copy.deepcopy(trained[spec.starts_from])
         # A fine-tuning stage's checkpoint predates steps its starting stage trained now.
         stage_resume = resume and not (spec.starts_from and _trained_now(summaries[spec.starts_from]))
-        stage = Stage(spec.name, module, spec.steps(cfg), getattr(cfg.train, spec.lr_field),
-                      spec.make_loss(cfg, edges))
+        loss = (spec.make_loss(cfg, edges, scale_basis=scale_basis) if arm is None else
+                make_stage2_loss(cfg, edges, pnp_terms=arm.arm == "c", scale_basis=scale_basis))
+        stage = Stage(name, module, spec.steps(cfg), getattr(cfg.train, spec.lr_field), loss, **keywords)
         # (A stage skipped on resume loads its finished weights inside run_stage.)
-        summaries[spec.name] = run_stage(stage, cfg, train, info, stage_resume, stop_after.get(spec.name))
-        trained[spec.name] = module
-        if summaries[spec.name]["steps"] < spec.steps(cfg):
+        summaries[name] = run_stage(stage, cfg, train, info, stage_resume, stop_after.get(name))
+        if arm is not None:
+            summaries[name].update(arm=arm.arm, seed=arm.seed)
+        trained[name] = module
+        if summaries[name]["steps"] < spec.steps(cfg):
             return {"stages": summaries, "stopped": True}
 
     bundle = os.path.join(cfg.run_dir, "model.pt")
     if info.is_main:
         save_bundle(bundle, cfg, trained["detector"], trained["stage1"], trained["stage2"],
-                    {"R": stats["mean_R"], "t": stats["mean_t"]})
+                    {"R": stats["mean_R"], "t": stats["mean_t"]},
+                    arms={a.name: trained[a.name] for a in arms if a.name != "stage2"})
         atomic_write(os.path.join(cfg.run_dir, "train_summary.json"),
                      lambda f: f.write(json.dumps(summaries, indent=2).encode()))
     barrier(info)
