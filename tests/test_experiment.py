@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from pyfacepnp.eval.bootstrap import group_bootstrap
-from pyfacepnp.geometry.mesh import edges_from_triangles
 from pyfacepnp.train import losses as L
 from pyfacepnp.train.distributed import DistInfo
-from tests.test_train import tiny_config
+from tests.test_train import stage2_setup, tiny_config
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -53,29 +52,6 @@ def test_bootstrap_errors():
 
 
 # ---------------------------------------------------------------- the control arm
-def _stage2_setup(tmp_path):
-    from pyfacepnp.models.bundle import build_models
-    from tests.test_model import random_rotation, tiny_face_model
-
-    fm = tiny_face_model()
-    cfg = tiny_config(tmp_path)
-    _, net = build_models(cfg, fm)
-    net.eval()
-    g = torch.Generator().manual_seed(0)
-    b = 3
-    R = torch.stack([random_rotation(g, 0.2) for _ in range(b)]).float()
-    t = torch.tensor([[0.0, 0.0, 0.5]]).repeat(b, 1)
-    K = torch.tensor([[60.0, 0, 48], [0, 60.0, 48], [0, 0, 1]]).expand(b, 3, 3).contiguous()
-    A = torch.tensor([[0.7, 0.0, -18.0], [0.0, 0.7, -18.0]]).expand(b, 2, 3).contiguous()
-    verts = torch.from_numpy(fm.template).expand(b, -1, -1).contiguous()
-    batch = {"crop": torch.randint(0, 255, (b, 3, 32, 32), dtype=torch.uint8, generator=g),
-             "vertices": verts, "R": R, "t": t, "K": K, "crop_affine": A}
-    R_ref = random_rotation(g, 0.2).float()[None]
-    net.landmark_head.set_mean_landmarks(L.gt_crop_landmarks(
-        {"vertices": verts[:1], "R": R_ref, "t": t[:1], "K": K[:1], "crop_affine": A[:1]})[0])
-    return cfg, net, batch, edges_from_triangles(fm.triangles)
-
-
 def test_stage2_weights_zero_exactly_the_pnp_terms(tmp_path):
     cfg = tiny_config(tmp_path)
     c, c0 = L.stage2_weights(cfg), L.stage2_weights(cfg, pnp_terms=False)
@@ -86,7 +62,7 @@ def test_stage2_weights_zero_exactly_the_pnp_terms(tmp_path):
 
 def test_control_loss_is_the_loss_without_the_pnp_terms_and_sends_no_gradient_through_the_pnp(
         tmp_path, monkeypatch):
-    cfg, net, batch, edges = _stage2_setup(tmp_path)
+    cfg, net, batch, edges = stage2_setup(tmp_path)
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     seen = {}
     real = L.wcpa_terms

@@ -149,11 +149,11 @@ def test_step_batches_resume_replays_and_ranks_partition():
 
 
 # ---------------------------------------------------------------- stage 2 masking
-def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
+def stage2_setup(tmp_path):
+    """A tiny face network, a batch of 3 and the mesh edges for the stage-2 objective: an
+    untrained network predicts the same landmarks for every crop, so they start at the
+    template seen under another pose (every problem well posed but off)."""
     from pyfacepnp.models.bundle import build_models
-    from pyfacepnp.models.pose import PoseOutput
     from tests.test_model import random_rotation, tiny_face_model
 
     fm = tiny_face_model()
@@ -169,11 +169,16 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     verts = torch.from_numpy(fm.template).expand(b, -1, -1).contiguous()
     batch = {"crop": torch.randint(0, 255, (b, 3, 32, 32), dtype=torch.uint8, generator=g),
              "vertices": verts, "R": R, "t": t, "K": K, "crop_affine": A}
-    # an untrained network predicts the same landmarks for every crop: start them at the
-    # template seen under another pose, so that every problem is well posed but off
     R_ref = random_rotation(g, 0.2).float()[None]
     net.landmark_head.set_mean_landmarks(L.gt_crop_landmarks(
         {"vertices": verts[:1], "R": R_ref, "t": t[:1], "K": K[:1], "crop_affine": A[:1]})[0])
+    return cfg, net, batch, edges_from_triangles(fm.triangles)
+
+
+def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
+    from pyfacepnp.models.pose import PoseOutput
+
+    cfg, net, batch, edges = stage2_setup(tmp_path)
     real = L.solve_pose
 
     def failing(*args, **kw):  # problem 1 fails: garbage pose, non-converged status
@@ -185,7 +190,7 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
         return PoseOutput(R_bad, out.t, status, out.landmarks_image, out.weights, out.camera_vertices)
 
     monkeypatch.setattr(L, "solve_pose", failing)
-    loss_fn = L.make_stage2_loss(cfg, edges_from_triangles(fm.triangles))
+    loss_fn = L.make_stage2_loss(cfg, edges)
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     loss, metrics = loss_fn(net, batch, gen())
     assert torch.isfinite(loss) and metrics["pnp_failed"] == pytest.approx(1 / 3)
@@ -193,7 +198,7 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     # with the branch terms off, the failed sample sends no gradient into the network
     cfg.train.stage2_branch_weight = 0.0
-    loss_fn = L.make_stage2_loss(cfg, edges_from_triangles(fm.triangles))
+    loss_fn = L.make_stage2_loss(cfg, edges)
     captured = {}
 
     def keep_outputs(module, inputs, output):
