@@ -208,8 +208,8 @@ def peer_solvers() -> list[Solver]:
 
 def robust_solvers(huber_delta: float) -> list[Solver]:
     rows = [
-        Solver("ours f64 huber", _ours(torch.float64, False, loss="huber", huber_delta=huber_delta)),
-        Solver("ours f32 huber", _ours(torch.float32, False, loss="huber", huber_delta=huber_delta)),
+        Solver("ours f64 huber", _ours(torch.float64, False, loss="huber", loss_scale=huber_delta)),
+        Solver("ours f32 huber", _ours(torch.float32, False, loss="huber", loss_scale=huber_delta)),
         Solver("reference (torch) f64 huber", _reference(torch.float64, loss="huber", huber_delta=huber_delta)),
     ]
     if cv2 is not None:

@@ -201,10 +201,11 @@ inline void check_ransac_options(double threshold, double confidence, int64_t ma
 struct RansacOutputs {
   ForwardOutputs f;
   at::Tensor inliers, num_inliers, trials;
-  static RansacOutputs empty_for(const at::Tensor& X) {
+  // solve_pnp's outputs `f` (already allocated) and RANSAC's own.
+  static RansacOutputs around(ForwardOutputs f, const at::Tensor& X) {
     const int64_t B = X.size(0), N = X.size(1);
     const auto opts = X.options();
-    return {ForwardOutputs::empty_for(X), at::empty({B, N}, opts.dtype(at::kBool)),
+    return {std::move(f), at::empty({B, N}, opts.dtype(at::kBool)),
             at::empty({B}, opts.dtype(at::kInt)), at::empty({B}, opts.dtype(at::kInt))};
   }
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -270,14 +271,12 @@ struct RansacCall {
                             double threshold, double confidence, int64_t max_trials, int64_t seed,
                             int64_t max_iterations, double tolerance,
                             const std::optional<at::Tensor>& scales) {
-    check_pnp_inputs(X, x, K, w, {}, {}, loss, loss_scale, max_iterations, tolerance);
     check_ransac_options(threshold, confidence, max_trials);
-    check_loss_scales("solve_pnp_ransac", scales, X);
-    auto in = ForwardInputs::from(X, x, K, w, {}, {}, scales);
-    auto out = RansacOutputs::empty_for(in.X);
-    return {std::move(in), std::move(out),
-            solver_params(loss, loss_scale, max_iterations, tolerance),
-            threshold, confidence, max_trials, seed};
+    // The finish is a solve_pnp without init: its checks, inputs, outputs and parameters.
+    auto fc = ForwardCall::prepare(X, x, K, w, {}, {}, loss, loss_scale, max_iterations,
+                                   tolerance, scales);
+    auto out = RansacOutputs::around(std::move(fc.out), fc.in.X);
+    return {std::move(fc.in), std::move(out), fc.prm, threshold, confidence, max_trials, seed};
   }
   int64_t batch() const { return in.X.size(0); }
   template <typename scalar_t>
