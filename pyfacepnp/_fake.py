@@ -12,7 +12,7 @@ _STATE_SIZE = 48  # float64 R (9), t (3), covariance (36) per problem: csrc/comm
 
 @torch.library.register_fake("pyfacepnp::solve_pnp")
 def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_delta,
-                    max_iterations, tolerance, loss_scales=None):
+                    max_iterations, tolerance, loss_scales=None, distortion=None, camera_model=0):
     B = points3d.shape[0]
     return (
         points3d.new_empty((B, 3, 3)),
@@ -28,7 +28,7 @@ def _solve_pnp_fake(points3d, points2d, K, weights, init_R, init_t, loss, huber_
 @torch.library.register_fake("pyfacepnp::solve_pnp_ransac")
 def _solve_pnp_ransac_fake(points3d, points2d, K, weights, loss, loss_scale, threshold,
                            confidence, max_trials, seed, max_iterations, tolerance,
-                           loss_scales=None):
+                           loss_scales=None, distortion=None, camera_model=0):
     B, N = points3d.shape[:2]
     pose = _solve_pnp_fake(points3d, points2d, K, weights, None, None, loss, loss_scale,
                            max_iterations, tolerance)
@@ -36,14 +36,28 @@ def _solve_pnp_ransac_fake(points3d, points2d, K, weights, loss, loss_scale, thr
             points3d.new_empty((B,), dtype=torch.int32), points3d.new_empty((B,), dtype=torch.int32))
 
 
+@torch.library.register_fake("pyfacepnp::solve_pnp_minima")
+def _solve_pnp_minima_fake(points3d, points2d, K, weights, loss, loss_scale, num_solutions,
+                           max_iterations, tolerance, loss_scales=None, distortion=None,
+                           camera_model=0):
+    B, k = points3d.shape[0], num_solutions
+    pose = _solve_pnp_fake(points3d.new_empty((B * k, 1, 3)), points2d, K, weights, None, None,
+                           loss, loss_scale, max_iterations, tolerance)
+    pose = [p.reshape((B, k) + tuple(p.shape[1:])) for p in pose]
+    return (*pose, points3d.new_empty((B,), dtype=torch.int32))
+
+
 @torch.library.register_fake("pyfacepnp::solve_pnp_backward")
 def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, weights, state,
-                             status, loss, huber_delta, loss_scales=None):
+                             status, loss, huber_delta, loss_scales=None, distortion=None,
+                             camera_model=0):
+    n = 0 if distortion is None else distortion.shape[1]
     return (
         torch.empty_like(points3d),
         torch.empty_like(points2d),
         torch.empty_like(K),
         torch.empty_like(weights),
+        points3d.new_empty((points3d.shape[0], n)),
     )
 
 

@@ -131,16 +131,17 @@ template <typename T>
 int pnp(const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it,
         int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t min_warps,
         T* R, T* t, T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR,
-        const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw, const double* scales) {
+        const T* gt, const T* gc, T* gX, T* gx, T* gK, T* gw, const double* scales, const double* D,
+        int32_t model, T* gD) {
   emu::st().error = 0;
-  pfp::PnPForwardArgs<T> f{X, x, w, K, iR, it, B, N, {}, scales, R, t, cost, iters, status, cov, state};
+  pfp::PnPForwardArgs<T> f{X, x, w, K, iR, it, B, N, {}, scales, R, t, cost, iters, status, cov, state, D, model};
   f.prm.rob = pfp::Robust<double>{loss, delta};
   f.prm.max_iterations = max_it;
   f.prm.tolerance = tol;
   f.prm.pd_tol = 1e-10;
   int e = launch_solve_pnp<T>(f, min_warps, nullptr);
   if (e || emu::st().error) return e ? e : 100 + emu::st().error;
-  pfp::PnPBackwardArgs<T> g{gR, gt, gc, X, x, w, K, state, status, B, N, f.prm.rob, scales, gX, gx, gK, gw};
+  pfp::PnPBackwardArgs<T> g{gR, gt, gc, X, x, w, K, state, status, B, N, f.prm.rob, scales, gX, gx, gK, gw, D, model, gD};
   e = launch_solve_pnp_backward<T>(g, nullptr);
   return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
 }
@@ -162,6 +163,26 @@ int ransac(const T* X, const T* x, const T* w, const double* K, int64_t B, int64
   int e = launch_solve_pnp_ransac<T>(a, nullptr);
   return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
 }
+template <typename T>
+int minima(const T* X, const T* x, const T* w, const double* K, int64_t B, int64_t N, int32_t k,
+           T* R, T* t, T* cost, int32_t* iters, int32_t* status, T* cov, double* state, int32_t* count) {
+  emu::st().error = 0;
+  pfp::PnPMinimaArgs<T> m;
+  m.f = pfp::PnPForwardArgs<T>{X, x, w, K, nullptr, nullptr, B, N, {}, nullptr, R, t, cost, iters, status, cov, state};
+  m.f.prm.rob = pfp::Robust<double>{0, 1.0};
+  m.f.prm.max_iterations = 100;
+  m.f.prm.tolerance = 1e-10;
+  m.f.prm.pd_tol = 1e-10;
+  m.k = k;
+  m.count = count;
+  int e = launch_solve_pnp_minima<T>(m, nullptr);
+  return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
+}
+#define MINIMA_ARGS(T) const T* X, const T* x, const T* w, const double* K, int64_t B, int64_t N, int32_t k, \
+  T* R, T* t, T* cost, int32_t* iters, int32_t* status, T* cov, double* state, int32_t* count
+#define MINIMA_CALL X, x, w, K, B, N, k, R, t, cost, iters, status, cov, state, count
+extern "C" int minima_f64(MINIMA_ARGS(double)) { return minima<double>(MINIMA_CALL); }
+extern "C" int minima_f32(MINIMA_ARGS(float)) { return minima<float>(MINIMA_CALL); }
 #define RANSAC_ARGS(T) const T* X, const T* x, const T* w, const double* K, int64_t B, int64_t N, int32_t loss, \
   double delta, double thr, double conf, int32_t max_trials, int64_t seed, T* R, T* t, T* cost, int32_t* iters, \
   int32_t* status, T* cov, double* state, bool* inliers, int32_t* n_in, int32_t* trials
@@ -171,8 +192,8 @@ extern "C" int ransac_f32(RANSAC_ARGS(float)) { return ransac<float>(RANSAC_CALL
 #define PNP_ARGS(T) const T* X, const T* x, const T* w, const double* K, const double* iR, const double* it, \
   int64_t B, int64_t N, int32_t loss, double delta, int32_t max_it, double tol, int32_t mw, T* R, T* t,     \
   T* cost, int32_t* iters, int32_t* status, T* cov, double* state, const T* gR, const T* gt, const T* gc,   \
-  T* gX, T* gx, T* gK, T* gw, const double* scales
-#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, state, gR, gt, gc, gX, gx, gK, gw, scales
+  T* gX, T* gx, T* gK, T* gw, const double* scales, const double* D, int32_t model, T* gD
+#define PNP_CALL X, x, w, K, iR, it, B, N, loss, delta, max_it, tol, mw, R, t, cost, iters, status, cov, state, gR, gt, gc, gX, gx, gK, gw, scales, D, model, gD
 extern "C" int pnp_f64(PNP_ARGS(double)) { return pnp<double>(PNP_CALL); }
 extern "C" int pnp_f32(PNP_ARGS(float)) { return pnp<float>(PNP_CALL); }
 extern "C" void pnp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
@@ -234,8 +255,10 @@ def ptr(a):
 
 
 def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, init=None,
-                   max_iterations=100, min_warps=1, loss_scales=None):
-    """Forward and backward of the emulated kernels, in solve_with_grads' output order."""
+                   max_iterations=100, min_warps=1, loss_scales=None, distortion=None, model=0):
+    """Forward and backward of the emulated kernels, in solve_with_grads' output order (then
+    the distortion's gradient, (B, 12) zero-padded, when a (B, 12) lens is given; `model` is
+    the kernels' CameraModel: 1 OpenCV, 2 fisheye)."""
     B, N = X.shape[:2]
     c = lambda a: a.detach().to(dtype).contiguous()  # noqa: E731
     c64 = lambda a: a.detach().to(torch.float64).contiguous()  # noqa: E731  (as the glue does)
@@ -252,14 +275,16 @@ def emulated_solve(lib, X, x, K, w, dtype, seed=0, loss="l2", huber_delta=1.0, i
     iters, status = torch.full((B,), -7, dtype=torch.int32), torch.full((B,), -7, dtype=torch.int32)
     gX, gx, gK, gw = nan(B, N, 3), nan(B, N, 2), nan(B, 3, 3), nan(B, N, 2)
     scales = None if loss_scales is None else loss_scales.double().contiguous()  # kept alive
+    D = None if distortion is None else c64(c(distortion))
+    gD = None if distortion is None else nan(B, 12)
     fn = lib.pnp_f64 if dtype == torch.float64 else lib.pnp_f32
     rc = fn(ptr(X), ptr(x), ptr(w), ptr(K), ptr(iR), ptr(it), ctypes.c_int64(B), ctypes.c_int64(N),
             ctypes.c_int32(1 if loss == "huber" else 0), ctypes.c_double(huber_delta),
             ctypes.c_int32(max_iterations), ctypes.c_double(1e-10), ctypes.c_int32(min_warps),
             ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(state), ptr(gR), ptr(gt), ptr(gc),
-            ptr(gX), ptr(gx), ptr(gK), ptr(gw), ptr(scales))
+            ptr(gX), ptr(gx), ptr(gK), ptr(gw), ptr(scales), ptr(D), ctypes.c_int32(model), ptr(gD))
     assert rc == 0, {101: "lanes diverged", 102: "lanes disagree on mask or offset", 103: "partial mask"}.get(rc, rc)
-    return [R, t, cost, iters, status, cov, gX, gx, gK, gw]
+    return [R, t, cost, iters, status, cov, gX, gx, gK, gw] + ([] if gD is None else [gD])
 
 
 CASES = [  # (family, count, N, noise, loss, outliers)
@@ -290,7 +315,8 @@ def test_emulated_bad_inputs_init_and_small_grid(emulated):
     w[2] = 0.0
     w[3, ::2] = 0.0
     X[3, ::2] = math.nan
-    K[4, 2, 0] = 0.5
+    K[4, 1, 1] = 0.0  # a singular focal block
+    K[6, 2] = torch.tensor([0.5, -3.0, 2.0])  # K's bottom row is ignored: still solved
     w[5, 0, 0] = -1.0
     rng = np.random.default_rng(1)
     init = (torch.tensor(np.stack([np.eye(3)] * B)), torch.tensor(rng.uniform(-1, 1, (B, 3)) + [0, 0, 8.0]))
@@ -302,6 +328,7 @@ def test_emulated_bad_inputs_init_and_small_grid(emulated):
                 cpu = solve_with_grads(X, x, K, w, "cpu", dtype, **kw)
                 assert_agree(emu, cpu, dtype, f"emulated bad inputs {kw.keys()}")
                 assert emu[4][[0, 2, 4, 5]].tolist() == [3, 3, 3, 3]
+                assert int(emu[4][6]) == 0
     finally:
         set_max_blocks(emulated, 2**31 - 1)
 
@@ -371,3 +398,59 @@ def test_emulated_per_problem_loss_scales_match_cpu(emulated, dtype):
     cpu = solve_with_grads(X, x, K, w, "cpu", dtype, loss="huber", loss_scale=scales)
     assert_agree(emu, cpu, dtype, "emulated per-problem scales")
     assert int(emu[4][4]) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("model", ["pinhole", "fisheye"])
+def test_emulated_distortion_matches_cpu(emulated, model, dtype):
+    """Distorted cameras through the kernels' lens path (per-thread coefficient copies, the
+    18-value camera-gradient reduction), in lockstep: the CPU op's answers and gradients."""
+    from test_pnp_distortion import distorted_problem
+
+    n_coeffs = 4 if model == "fisheye" else 12
+    probs = [distorted_problem("random", 40 + s, model, n_coeffs, n=30, noise=1.0) for s in range(6)]
+    X = torch.tensor(np.stack([p.X for p, _ in probs]))
+    x = torch.tensor(np.stack([p.x for p, _ in probs]))
+    K = torch.tensor(np.stack([p.K for p, _ in probs]))
+    D = torch.tensor(np.stack([d for _, d in probs]))
+    D[2, 0] = math.nan  # an invalid lens among them
+    w = torch.ones(6, 30, 2, dtype=torch.float64)
+    padded = torch.zeros(6, 12, dtype=torch.float64)
+    padded[:, :n_coeffs] = D
+    emu = emulated_solve(emulated, X, x, K, w, dtype, distortion=padded, model=2 if model == "fisheye" else 1)
+    Dg = D.to(dtype).clone().requires_grad_()
+    cpu = solve_with_grads(X, x, K, w, "cpu", dtype, distortion=Dg, camera_model=model)
+    assert_agree(emu[:10], cpu, dtype, f"emulated {model}")
+    assert emu[4].tolist() == cpu[4].tolist() and int(emu[4][2]) == 3
+    ok = cpu[4] == 0
+    tol = 1e-8 if dtype == torch.float64 else 2e-3
+    torch.testing.assert_close(emu[10][ok, :n_coeffs], Dg.grad[ok], rtol=tol, atol=tol)
+    assert (emu[10][:, n_coeffs:] == 0).all() and (emu[10][~ok] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_emulated_minima_match_cpu(emulated, dtype):
+    """The every-minimum kernel in lockstep: the CPU op's counts, statuses and solutions."""
+    X, x, K, w = family_batch("planar", 6, 8, noise=1.0, seed=3)
+    X4, x4, K4, w4 = family_batch("minimal", 6, 4, noise=0.5, seed=4)
+    for (Xb, xb, Kb, wb) in ((X, x, K, w), (X4, x4, K4, w4)):
+        B, N = Xb.shape[:2]
+        k = 4
+        Xd, xd, wd = (a.to(dtype).contiguous() for a in (Xb, xb, wb))
+        Kd = Kb.to(dtype).double().contiguous()
+        nan = lambda *s: torch.full(s, math.nan, dtype=dtype)  # noqa: E731
+        R, t, cost, cov = nan(B, k, 3, 3), nan(B, k, 3), nan(B, k), nan(B, k, 6, 6)
+        state = torch.full((B, k, 48), math.nan, dtype=torch.float64)
+        iters, status = (torch.full((B, k), -7, dtype=torch.int32) for _ in range(2))
+        count = torch.full((B,), -7, dtype=torch.int32)
+        fn = emulated.minima_f64 if dtype == torch.float64 else emulated.minima_f32
+        rc = fn(ptr(Xd), ptr(xd), ptr(wd), ptr(Kd), ctypes.c_int64(B), ctypes.c_int64(N), ctypes.c_int32(k),
+                ptr(R), ptr(t), ptr(cost), ptr(iters), ptr(status), ptr(cov), ptr(state), ptr(count))
+        assert rc == 0, rc
+        ref = pyfacepnp.solve_pnp_minima(Xd, xd, Kb.to(dtype), wd, num_solutions=k)
+        assert torch.equal(count, ref.num_solutions) and torch.equal(status, ref.status)
+        assert (count >= 1).all() and (count >= 2).any()
+        tol = 1e-9 if dtype == torch.float64 else 1e-4
+        ok = ref.converged
+        torch.testing.assert_close(R[ok], ref.R[ok], rtol=tol, atol=tol)
+        torch.testing.assert_close(t[ok], ref.t[ok], rtol=tol, atol=tol)

@@ -159,7 +159,8 @@ def test_bad_problems_mixed_with_good_ones():
     w[4, ::2] = 0.0  # zero-weight padding holding NaN and inf
     X[4, ::2] = math.nan
     x[4, 2::4] = math.inf
-    K[5, 2, 0] = 0.5  # K without last row (0, 0, 1)
+    K[5, 1, 1] = 0.0  # singular focal block
+    K[10, 2] = torch.tensor([0.5, -3.0, 2.0])  # K's bottom row is ignored
     w[6, 0, 0] = -1.0  # negative weight
     x[7, 1, 0] = math.inf  # non-finite pixel
     K[8, 0, 0] = math.nan  # non-finite K

@@ -31,6 +31,24 @@ def test_opcheck_solve_pnp(dtype):
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp.default, args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_distortion_and_minima(dtype):
+    """The lens arguments of solve_pnp and its backward, and solve_pnp_minima (whose autograd
+    is solve_pnp_backward over its solutions)."""
+    X, x, K, w = inputs(dtype=dtype)
+    D = torch.tensor([[-0.2, 0.05, 1e-3, -1e-3, 0.01]], dtype=dtype).expand(3, 5).contiguous()
+    args = (X.requires_grad_(), x, K, w, None, None, "l2", 1.0, 100, 1e-10, None,
+            D.clone().requires_grad_(), 0)
+    torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp.default, args)
+    R, t, cost, _it, status, _cov, state = torch.ops.pyfacepnp.solve_pnp(*args)
+    bargs = (torch.randn_like(R), torch.randn_like(t), torch.randn_like(cost), X.detach(), x, K, w,
+             state, status, "l2", 1.0, None, D, 0)
+    torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_backward.default, bargs)
+    margs = (X, x.clone().requires_grad_(), K, w, "l2", 1.0, 3, 100, 1e-10, None,
+             D.clone().requires_grad_(), 0)
+    torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_minima.default, margs)
+
+
 def test_opcheck_backward_and_warp():
     X, x, K, w = inputs()
     R, t, cost, _it, status, _cov, state = torch.ops.pyfacepnp.solve_pnp(

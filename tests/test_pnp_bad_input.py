@@ -73,8 +73,6 @@ def bad_problems():
     out.append(("negative weight", X, x, K, wn, PnPStatus.INVALID_INPUT))
     w3 = torch.zeros(10, dtype=F64); w3[:3] = 1.0
     out.append(("3 weighted points", X, x, K, w3, PnPStatus.INVALID_INPUT))
-    Kb = K.clone(); Kb[2, 2] = 2.0
-    out.append(("K last row", X, x, Kb, w, PnPStatus.INVALID_INPUT))
     Ks = K.clone(); Ks[1, 1] = 0.0
     out.append(("singular K", X, x, Ks, w, PnPStatus.INVALID_INPUT))
     Kn = K.clone(); Kn[0, 2] = torch.nan
@@ -150,3 +148,29 @@ def test_malformed_init_rotation_is_invalid():
     Rn = torch.full((3, 3), torch.nan, dtype=F64)
     res = pyfacepnp.solve_pnp(X, x, K, init=(Rn, torch.tensor([0, 0, 5.0], dtype=F64)))
     assert int(res.status) == PnPStatus.INVALID_INPUT
+
+
+@pytest.mark.parametrize("last_row", [[0.0, 0.0, 1.0 + 1e-7], [0.5, -3.0, 2.0], [np.nan, np.inf, 0.0]])
+def test_K_bottom_row_is_ignored_with_zero_gradient(last_row):
+    """Only rows 0-1 of K are read: any bottom row (rounded, scaled, even non-finite) gives
+    the [0, 0, 1] answer bit for bit, and its gradient is exactly zero."""
+    X, x, K = good(seed=4)
+    ref = pyfacepnp.solve_pnp(X, x, K)
+    Kb = K.clone()
+    Kb[2] = torch.tensor(last_row, dtype=F64)
+    Kb.requires_grad_()
+    res = pyfacepnp.solve_pnp(X, x, Kb)
+    assert torch.equal(res.R, ref.R) and torch.equal(res.t, ref.t) and int(res.status) == 0
+    (res.R.sum() + res.t.sum() + res.cost).backward()
+    assert (Kb.grad[2] == 0).all() and (Kb.grad[:2] != 0).any()
+
+
+def test_user_gradcheck_with_K_passes_at_the_documented_tolerance():
+    """A user's torch.autograd.gradcheck of solve_pnp with every input, K's bottom row
+    included, requiring grad: torch's default gradcheck settings and the op's default
+    tolerance (docs/api.md, "Checking gradients")."""
+    for seed in range(5):
+        X, x, K = good(seed=5 + seed)
+        w = torch.rand(10, 2, dtype=F64, generator=torch.Generator().manual_seed(seed)) + 0.5
+        fn = lambda X, x, K, w: pyfacepnp.solve_pnp(X, x, K, w)[:3]  # noqa: E731
+        assert torch.autograd.gradcheck(fn, tuple(a.clone().requires_grad_() for a in (X, x, K, w)))

@@ -191,11 +191,14 @@ def test_bad_problems_get_a_status_and_leave_others_alone():
     X[1, 3, 0] = float("nan")
     w[2, 4:] = 0.0  # only four points left: still valid
     w[3, 3:] = 0.0  # three points: invalid
-    K[4, 2, 0] = 0.5  # last row of K is not [0, 0, 1]
+    K[4, 1, 1] = 0.0  # a singular K
     Xr = X.clone().requires_grad_()
     res = solve_pnp_reference(Xr, x, K, w)
     assert res.status.tolist() == [Status.CONVERGED, Status.INVALID_INPUT, Status.CONVERGED,
                                    Status.INVALID_INPUT, Status.INVALID_INPUT]
+    Kr = K[:1].clone()
+    Kr[0, 2] = torch.tensor([0.5, -3.0, 2.0])  # K's bottom row is ignored, as by the op
+    torch.testing.assert_close(solve_pnp_reference(X[:1], x[:1], Kr).t, solve_pnp_reference(X[:1], x[:1], K[:1]).t)
     for f in (res.R, res.t, res.cost, res.covariance):
         assert torch.isfinite(f).all()
     good = solve_pnp_reference(X[:1], x[:1], K[:1])

@@ -32,6 +32,8 @@ struct PnPForwardArgs {
   int32_t* status;         // (B)
   scalar_t* cov;           // (B, 6, 6)
   double* state;           // (B, kStateSize)
+  const double* D;         // (B, kMaxDistortion) lens coefficients; null: plain pinhole
+  int32_t model;           // CameraModel of D
 };
 
 template <typename scalar_t>
@@ -52,6 +54,32 @@ struct PnPBackwardArgs {
   scalar_t* gx;            // (B, N, 2)
   scalar_t* gK;            // (B, 3, 3)
   scalar_t* gw;            // (B, N, 2)
+  const double* D;         // (B, kMaxDistortion), as in the forward; null: plain pinhole
+  int32_t model;
+  scalar_t* gD;            // (B, kMaxDistortion) when D is given
+};
+
+// Problem b's camera: its K and, when given, its lens coefficients (pointers into arrays
+// the caller may have copied closer, e.g. per thread, then with b = 0).
+PFP_HD Camera<double> problem_camera(const double* K, const double* D, int32_t model,
+                                     int64_t b) {
+  Camera<double> cam{K + 9 * b};
+  if (D != nullptr) {
+    cam.D = D + kMaxDistortion * b;
+    cam.model = model;
+  }
+  return cam;
+}
+
+// solve_pnp_minima: the forward's arguments (no init) with outputs for num_solutions
+// results per problem, (B, k, ...) flattened to (B * k, ...), and the count found.
+constexpr int kMaxSolutions = 8;
+
+template <typename scalar_t>
+struct PnPMinimaArgs {
+  PnPForwardArgs<scalar_t> f;
+  int32_t k;        // results per problem, in [1, kMaxSolutions]
+  int32_t* count;   // (B) distinct minima found, <= k
 };
 
 struct RansacParams {

@@ -102,6 +102,36 @@ PFP_HD void forward_problem(Acc& acc, const PnPForwardArgs<scalar_t>& a, int64_t
   store_result(a, b, res, lane, lanes);
 }
 
+// Every minimum of problem b (common/pnp_solver.h, solve_minima), the k lowest stored in
+// its slots b * k + j, sorted by cost. The slots past the count found hold R = I, t = 0 and
+// the status DEGENERATE (no further minimum), or the problem's own status when it has none
+// (INVALID_INPUT, DEGENERATE).
+template <typename scalar_t, typename Acc>
+PFP_HD void minima_problem(Acc& acc, const PnPMinimaArgs<scalar_t>& m, int64_t b,
+                           const Camera<double>& cam, int lane, int lanes) {
+  const auto& a = m.f;
+  ProblemResult<double> res[kMaxSolutions];
+  int count = 0;
+  if (problem_robust(a.prm.rob, a.scales, b, acc.rob)) {
+    count = solve_minima(acc, cam, a.prm, res, m.k);
+  } else {
+    set_invalid(res[0]);
+    res[0].iterations = 0;
+  }
+  const int32_t none = count == 0 ? res[0].status : int32_t(kDegenerate);
+  for (int j = 0; j < m.k; ++j) {
+    if (j < count) {
+      make_representable<scalar_t>(res[j]);
+    } else {
+      set_invalid(res[j]);
+      res[j].iterations = 0;
+      res[j].status = none;
+    }
+    store_result(a, b * m.k + j, res[j], lane, lanes);
+  }
+  if (lane == 0) m.count[b] = count;
+}
+
 // The implicit backward of problem b (see docs/math.md), from the float64 state of the
 // forward: v = H^-1 dL/dtheta, then each point's term. Writes every gradient entry of the
 // problem: zeros unless it converged, and zeros for zero-weight coordinates (a zero weight
@@ -127,7 +157,10 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
     }
     gcost = double(a.gc[b]);
   }
-  double gK[6] = {0, 0, 0, 0, 0, 0};
+  // dL/dK rows 0-1 (6), then dL/dD (kMaxDistortion) for a distorted camera.
+  constexpr int kCam = 6 + kMaxDistortion;
+  double gcam[kCam];
+  for (int k = 0; k < kCam; ++k) gcam[k] = 0.0;
   acc.for_each_point([&](int64_t n) {
     const int64_t i = b * a.N + n;
     double pX[3] = {0, 0, 0}, px[2] = {0, 0}, pw[2] = {0, 0};
@@ -135,11 +168,12 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
       const PointObs<double> o = acc.load(n);
       PointEval<double> e;
       if (o.active() && eval_point(P, cam, o, e)) {
-        double pK[6];
-        point_backward(e, o, cam, P.R, acc.rob, v, gcost, pX, px, pK, pw);
+        double pc[kCam];
+        point_backward(e, o, cam, P.R, acc.rob, v, gcost, pX, px, pc, pw, pc + 6);
         for (int k = 0; k < 2; ++k)
           if (!(o.w[k] > 0.0)) pw[k] = 0.0;
-        for (int k = 0; k < 6; ++k) gK[k] += pK[k];
+        const int nc = cam.distorted() ? kCam : 6;
+        for (int k = 0; k < nc; ++k) gcam[k] += pc[k];
       }
     }
     for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = scalar_t(pX[k]);
@@ -148,8 +182,11 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
       a.gw[2 * i + k] = scalar_t(pw[k]);
     }
   });
-  acc.reduce(gK, 6);
-  for (int k = lane; k < 9; k += lanes) a.gK[9 * b + k] = scalar_t(k < 6 ? gK[k] : 0.0);
+  acc.reduce(gcam, cam.distorted() ? kCam : 6);
+  for (int k = lane; k < 9; k += lanes) a.gK[9 * b + k] = scalar_t(k < 6 ? gcam[k] : 0.0);
+  if (a.gD != nullptr)
+    for (int k = lane; k < kMaxDistortion; k += lanes)
+      a.gD[kMaxDistortion * b + k] = scalar_t(gcam[6 + k]);
 }
 
 }  // namespace pfp

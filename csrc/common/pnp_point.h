@@ -1,8 +1,7 @@
 // Per-point math of the PnP objective, shared by the CPU and CUDA kernels.
 //
 // Objective: E = 1/2 sum_i rho(s_i), s_i = sum_a w_ia r_ia^2, r_ia = u_a(R X_i + t) - x_ia,
-// u_a(Xc) = (k_a . Xc) / Xc_z with k_a the rows 0 and 1 of K. Pose perturbations are
-// local: R = exp([dw]x) R*, t = t* + dt, theta = (dw, dt). See docs/math.md.
+// u_a(Xc) the camera's projection (common/camera.h). Pose perturbations are local: R = exp([dw]x) R*, t = t* + dt, theta = (dw, dt). See docs/math.md.
 #pragma once
 #include "common/camera.h"
 #include "common/linalg.h"
@@ -174,7 +173,7 @@ struct NormalEq {
 // second derivative of E in theta, with the projection's and the chart's second-order
 // terms and rho'' (used for the covariance, the final Newton polish and the backward).
 template <typename T>
-PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
+PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, const Camera<T>& cam,
                                 const Robust<T>& rob, bool exact, NormalEq<T>& acc) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
@@ -193,29 +192,27 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o,
     for (int j = 0; j <= i; ++j)
       acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];
   if (!exact) return;
-  // Second-order terms: sum_a w_a r_a d2r_a = -(e c^T + c e^T)/z + blockdiag(sym(b Y^T) - (b.Y) I, 0)
-  // with e = [Y x e_z ; e_z] and b = sum_a w_a r_a a_a.
-  const T iz = T(1) / e.Xc[2];
-  const T ev[6] = {e.Y[1], -e.Y[0], T(0), T(0), T(0), T(1)};
+  // Second-order terms, rho' sum_a w_a r_a d2r_a/dtheta2: the projection's curvature (the
+  // camera's) and the chart's, blockdiag(sym(b Y^T) - (b.Y) I, 0) with b = sum_a w_a r_a du_a.
+  const T lam[2] = {o.w[0] * e.r[0], o.w[1] * e.r[1]};
+  cam.add_curvature(e.Y, e.Xc, e.a, lam, d1, acc.H);
   T b[3];
-  for (int k = 0; k < 3; ++k) b[k] = o.w[0] * e.r[0] * e.a[0][k] + o.w[1] * e.r[1] * e.a[1][k];
+  for (int k = 0; k < 3; ++k) b[k] = lam[0] * e.a[0][k] + lam[1] * e.a[1][k];
   const T bY = dot3(b, e.Y);
-  for (int i = 0; i < 6; ++i)
-    for (int j = 0; j <= i; ++j) {
-      T h = -(ev[i] * c[j] + c[i] * ev[j]) * iz;
-      if (i < 3) h += T(0.5) * (b[i] * e.Y[j] + e.Y[i] * b[j]) - (i == j ? bY : T(0));
-      acc.H[i * 6 + j] += d1 * h;
-    }
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j <= i; ++j)
+      acc.H[i * 6 + j] += d1 * (T(0.5) * (b[i] * e.Y[j] + e.Y[i] * b[j]) - (i == j ? bY : T(0)));
 }
 
 // Backward of one point. With v = H^{-1} dL/dtheta (H exact, at the optimum) and the
 // upstream gradient of the cost gc, writes dL/dX (3), dL/dx (2), the point's contribution
-// to dL/dK rows 0-1 (6, row-major) and dL/dw (2):
+// to dL/dK rows 0-1 (6, row-major), dL/dw (2) and, for a distorted camera, to dL/dD
+// (kMaxDistortion):
 //   dL/dphi = -d/dphi (v . grad_theta e_i(theta*, phi)) + gc dE_i/dphi.
 template <typename T>
 PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Camera<T>& cam,
                            const T* R, const Robust<T>& rob, const T* v, T gc, T* gX, T* gx,
-                           T* gK, T* gw) {
+                           T* gK, T* gw, T* gD) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
   const T iz = T(1) / e.Xc[2];
@@ -227,26 +224,20 @@ PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Ca
     Jv[a] = dot3(e.a[a], d);
     S1 += o.w[a] * e.r[a] * Jv[a];
   }
+  T alpha[2], beta[2];  // dL/du_a and dL/d(Jv_a)
   T gXc[3] = {T(0), T(0), T(0)};  // dL/dXc-like accumulator, mapped to X by R^T
   for (int a = 0; a < 2; ++a) {
     const T wr = o.w[a] * e.r[a];
-    // dL/dr_a and dL/d(Jv_a)
-    const T alpha = -(T(2) * d2 * S1 * wr + d1 * o.w[a] * Jv[a]) + gc * d1 * wr;
-    const T beta = -d1 * wr;
-    gx[a] = -alpha;
+    alpha[a] = -(T(2) * d2 * S1 * wr + d1 * o.w[a] * Jv[a]) + gc * d1 * wr;
+    beta[a] = -d1 * wr;
+    gx[a] = -alpha[a];
     gw[a] = -(d2 * S1 * e.r[a] * e.r[a] + d1 * e.r[a] * Jv[a]) + gc * T(0.5) * d1 * e.r[a] * e.r[a];
-    // Xc iz (normalised coordinates) and d iz are formed first: d ~ |t|^2 and Xc ~ |t|, so
-    // d[2] * Xc[k] would overflow for scenes scaled by ~1e105 although the gradient is finite.
-    const T dz = d[2] * iz;
-    T du_dk[3];
-    cam.param_jacobian(e.Xc, iz, a, du_dk);
-    for (int k = 0; k < 3; ++k) gK[3 * a + k] = alpha * du_dk[k] + beta * (d[k] * iz - dz * du_dk[k]);
+    // Jv_a = du_a . (v_w x R X + v_t): its derivative in X through d, -(v_w x du_a) R.
     T va[3];
     cross3(v, e.a[a], va);
-    for (int k = 0; k < 3; ++k)
-      gXc[k] += alpha * e.a[a][k] + beta * (-dz * e.a[a][k] - va[k]);
-    gXc[2] += beta * (-Jv[a] * iz);
+    for (int k = 0; k < 3; ++k) gXc[k] -= beta[a] * va[k];
   }
+  cam.backward_terms(e.Xc, iz, e.a, d, Jv, alpha, beta, gXc, gK, gD);
   matTvec3(R, gXc, gX);
 }
 

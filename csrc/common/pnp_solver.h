@@ -354,18 +354,46 @@ PFP_HD void refine_starts(Acc& acc, const SolverParams<T>& prm, const Pose<T>* s
   }
 }
 
-// Solve one problem; `init` may be null. The starts are the user's init if it puts every
-// point in front of the camera, else the global start (see refine_starts). A problem with no
-// front-facing start, or flagged `behind`, is DEGENERATE.
-template <typename T, typename Acc>
-PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
-                          const SolverParams<T>& prm, ProblemResult<T>& res) {
+// A problem's result before solving: R = I, t = 0, no covariance, INVALID_INPUT.
+template <typename T>
+PFP_HD void solve_problem_prologue(ProblemResult<T>& res) {
   for (int i = 0; i < 9; ++i) res.pose.R[i] = (i % 4 == 0) ? T(1) : T(0);
   for (int i = 0; i < 3; ++i) res.pose.t[i] = T(0);
   for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
   res.cost = T(0);
   res.iterations = 0;
   res.status = kInvalidInput;
+}
+
+// The finish of a refined start: the exact-Newton polish to the tolerance, the covariance
+// and the status. Not converged takes precedence: away from a minimum the Hessian says
+// nothing; only a converged problem has a covariance (and gradients).
+template <typename T, typename Acc>
+PFP_HD void finish_candidate(Acc& acc, const SolverParams<T>& prm, const Candidate<T>& cand,
+                             int32_t iters, ProblemResult<T>& res) {
+  NormalEq<T> ex;
+  Pose<T> pose = cand.pose;
+  bool conv = cand.conv;
+  if (conv)
+    conv = finish_to_tolerance(acc, prm, pose, ex, iters);
+  else
+    acc.normal_eq(pose, true, ex);
+  res.iterations = iters;
+  res.pose = pose;
+  res.cost = ex.cost;
+  const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
+  res.status = !conv ? kMaxIterations : (definite && !cand.behind ? kConverged : kDegenerate);
+  if (res.status != kConverged)
+    for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
+}
+
+// Solve one problem; `init` may be null. The starts are the user's init if it puts every
+// point in front of the camera, else the global start (see refine_starts). A problem with no
+// front-facing start, or flagged `behind`, is DEGENERATE.
+template <typename T, typename Acc>
+PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
+                          const SolverParams<T>& prm, ProblemResult<T>& res) {
+  solve_problem_prologue(res);
   int n_active = 0;
   if (!acc.check(n_active) || n_active < 4 || !cam.valid()) return;
   Pose<T> given;
@@ -387,21 +415,66 @@ PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
   res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite
   if (!best.have) return;
 
-  NormalEq<T> ex;
-  bool conv = best.conv;
-  if (conv)
-    conv = finish_to_tolerance(acc, prm, best.pose, ex, total_iters);
-  else
-    acc.normal_eq(best.pose, true, ex);
-  res.iterations = total_iters;
-  res.pose = best.pose;
-  res.cost = ex.cost;
-  const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
-  // Not converged takes precedence: away from a minimum the Hessian says nothing.
-  res.status = !conv ? kMaxIterations : (definite && !best.behind ? kConverged : kDegenerate);
-  // Only a converged problem has a covariance (and gradients).
-  if (res.status != kConverged)
-    for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
+  finish_candidate(acc, prm, best, total_iters, res);
+}
+
+// Every minimum the global start finds, as SQPnP and OpenCV's solvePnPGeneric return them
+// (the planar two-fold ambiguity, the minima of small N): each distinct object-space minimum
+// that puts the points in front of the camera is refined and finished on its own iteration
+// budget; results that reach the same pose are merged; the `max_out` lowest costs are kept,
+// sorted. Returns their number, 0 for an invalid problem (out[0] then says why).
+template <typename T, typename Acc>
+PFP_HD int solve_minima(Acc& acc, const Camera<T>& cam, const SolverParams<T>& prm,
+                        ProblemResult<T>* out, int max_out) {
+  ProblemResult<T>& first = out[0];
+  solve_problem_prologue(first);
+  int n_active = 0;
+  if (!acc.check(n_active) || n_active < 4 || !cam.valid()) return 0;
+  first.status = kDegenerate;
+  Pose<T> starts[kNumStarts];
+  T ferr[kNumStarts];
+  const int n = object_space_minima(acc, cam, starts, ferr);
+  int count = 0;
+  bool any_front = false, behind = false;
+  for (int c = 0; c < n; ++c) {
+    Candidate<T> cand;
+    cand.pose = starts[c];
+    NormalEq<T> eq;
+    if (!acc.normal_eq(cand.pose, false, eq) || !is_finite(eq.cost)) continue;
+    if (!any_front)  // the rule of refine_starts, from the best front-facing start
+      behind = n_active >= 6 &&
+               T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n - 1]) < ferr[c];
+    any_front = true;
+    int32_t iters = 0;
+    cand.have = true;
+    cand.behind = behind;
+    cand.conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), cand.pose, eq, iters);
+    ProblemResult<T> r;
+    finish_candidate(acc, prm, cand, iters, r);
+    int pos = count;  // r's place: merge with a result at the same pose, else sorted insert
+    for (int j = 0; j < count; ++j) {
+      T dt = T(0), nt = T(0);
+      for (int k = 0; k < 3; ++k) {
+        dt = tmax(dt, tabs(out[j].pose.t[k] - r.pose.t[k]));
+        nt = tmax(nt, tabs(out[j].pose.t[k]));
+      }
+      if (rot_distance(out[j].pose.R, r.pose.R) < T(1e-7) && dt <= T(1e-7) * nt) {
+        pos = -1;
+        if (r.cost < out[j].cost) out[j] = r;
+        break;
+      }
+    }
+    if (pos < 0) continue;
+    if (count < max_out) ++count;
+    else if (!(r.cost < out[count - 1].cost)) continue;
+    pos = count - 1;
+    while (pos > 0 && r.cost < out[pos - 1].cost) {
+      out[pos] = out[pos - 1];
+      --pos;
+    }
+    out[pos] = r;
+  }
+  return count;
 }
 
 // dL/dtheta from upstream gradients of R (3x3) and t: with dR = [dw]x R,

@@ -97,7 +97,7 @@ struct CpuAccumulator {
       if (!o.active()) continue;
       PointEval<double> e;
       if (!pfp::eval_point(P, cam, o, e)) return false;
-      pfp::add_point_normal_eq(e, o, rob, exact, acc);
+      pfp::add_point_normal_eq(e, o, cam, rob, exact, acc);
     }
     acc.symmetrize();
     return true;
@@ -113,17 +113,19 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
               const at::Tensor& weights_in, const std::optional<at::Tensor>& init_R_in,
               const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
               double huber_delta, int64_t max_iterations, double tolerance,
-              const std::optional<at::Tensor>& loss_scales) {
+              const std::optional<at::Tensor>& loss_scales,
+              const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   auto call = pyfacepnp::ForwardCall::prepare(points3d_in, points2d_in, K_in, weights_in,
                                               init_R_in, init_t_in, loss, huber_delta,
-                                              max_iterations, tolerance, loss_scales);
+                                              max_iterations, tolerance, loss_scales, distortion,
+                                              camera_model);
   const int64_t B = call.batch(), N = call.in.X.size(1);
   if (B == 0) return call.out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cpu", [&] {
     const auto a = call.args<scalar_t>();
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const pfp::Camera<double> cam{a.K + 9 * b};
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
         CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
                                      a.prm.rob};
         pfp::forward_problem(acc, a, b, cam, 0, 1);
@@ -133,21 +135,23 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
   return call.out.as_tuple();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cpu(
     const at::Tensor& grad_R_in, const at::Tensor& grad_t_in, const at::Tensor& grad_cost_in,
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
     const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
-    c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales) {
+    c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales,
+    const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
                                                points2d_in, K_in, weights_in, state_in,
-                                               status_in, loss, huber_delta, loss_scales);
+                                               status_in, loss, huber_delta, loss_scales,
+                                               distortion, camera_model);
   const int64_t B = call.batch(), N = call.in.X.size(1);
   if (B == 0) return call.out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cpu", [&] {
     const auto a = call.args<scalar_t>();
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const pfp::Camera<double> cam{a.K + 9 * b};
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
         CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
                                      a.rob};
         pfp::backward_problem(acc, a, b, cam, 0, 1);
@@ -163,10 +167,12 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
                      double loss_scale, double threshold, double confidence, int64_t max_trials,
                      int64_t seed, int64_t max_iterations, double tolerance,
-                     const std::optional<at::Tensor>& loss_scales) {
+                     const std::optional<at::Tensor>& loss_scales,
+                     const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   auto call = pyfacepnp::RansacCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
                                              loss_scale, threshold, confidence, max_trials, seed,
-                                             max_iterations, tolerance, loss_scales);
+                                             max_iterations, tolerance, loss_scales, distortion,
+                                             camera_model);
   const int64_t B = call.batch(), N = call.in.X.size(1);
   if (B == 0) return call.out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cpu", [&] {
@@ -174,7 +180,7 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
     const auto& a = ra.f;
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const pfp::Camera<double> cam{a.K + 9 * b};
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
         CpuAccumulator<scalar_t, true> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2,
                                            cam, N, a.prm.rob, ra.inliers + b * N};
         pfp::ransac_problem(acc, ra, b, cam, 0, 1);
@@ -184,9 +190,37 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
   return call.out.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+solve_pnp_minima_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
+                     const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                     double loss_scale, int64_t num_solutions, int64_t max_iterations,
+                     double tolerance, const std::optional<at::Tensor>& loss_scales,
+                     const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  auto call = pyfacepnp::MinimaCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
+                                             loss_scale, num_solutions, max_iterations,
+                                             tolerance, loss_scales, distortion, camera_model);
+  const int64_t B = call.batch(), N = call.in.X.size(1);
+  if (B == 0) return call.as_tuple();
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_minima_cpu", [&] {
+    const auto m = call.args<scalar_t>();
+    const auto& a = m.f;
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
+        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
+                                     a.prm.rob};
+        pfp::minima_problem(acc, m, b, cam, 0, 1);
+      }
+    });
+  });
+  return call.as_tuple();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CPU, m) {
+  m.impl("solve_pnp_minima", &solve_pnp_minima_cpu);
   m.impl("solve_pnp", &solve_pnp_cpu);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cpu);
   m.impl("solve_pnp_ransac", &solve_pnp_ransac_cpu);

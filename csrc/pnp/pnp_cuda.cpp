@@ -38,12 +38,14 @@ solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
                const std::optional<at::Tensor>& init_R_in,
                const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
                double huber_delta, int64_t max_iterations, double tolerance,
-              const std::optional<at::Tensor>& loss_scales) {
+               const std::optional<at::Tensor>& loss_scales,
+               const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   check_cuda(points3d_in, "solve_pnp", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::ForwardCall::prepare(points3d_in, points2d_in, K_in, weights_in,
                                               init_R_in, init_t_in, loss, huber_delta,
-                                              max_iterations, tolerance, loss_scales);
+                                              max_iterations, tolerance, loss_scales, distortion,
+                                              camera_model);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cuda", [&] {
@@ -53,16 +55,18 @@ solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
   return call.out.as_tuple();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cuda(
     const at::Tensor& grad_R_in, const at::Tensor& grad_t_in, const at::Tensor& grad_cost_in,
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
     const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
-    c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales) {
+    c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales,
+    const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   check_cuda(points3d_in, "solve_pnp_backward", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
                                                points2d_in, K_in, weights_in, state_in,
-                                               status_in, loss, huber_delta, loss_scales);
+                                               status_in, loss, huber_delta, loss_scales,
+                                               distortion, camera_model);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cuda", [&] {
@@ -78,12 +82,14 @@ solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_
                       const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
                       double loss_scale, double threshold, double confidence, int64_t max_trials,
                       int64_t seed, int64_t max_iterations, double tolerance,
-                     const std::optional<at::Tensor>& loss_scales) {
+                      const std::optional<at::Tensor>& loss_scales,
+                      const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   check_cuda(points3d_in, "solve_pnp_ransac", "points3d");
   const c10::cuda::CUDAGuard guard(points3d_in.device());
   auto call = pyfacepnp::RansacCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
                                              loss_scale, threshold, confidence, max_trials, seed,
-                                             max_iterations, tolerance, loss_scales);
+                                             max_iterations, tolerance, loss_scales, distortion,
+                                             camera_model);
   if (call.batch() == 0) return call.out.as_tuple();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cuda", [&] {
@@ -92,9 +98,30 @@ solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_
   return call.out.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+solve_pnp_minima_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
+                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                      double loss_scale, int64_t num_solutions, int64_t max_iterations,
+                      double tolerance, const std::optional<at::Tensor>& loss_scales,
+                      const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  check_cuda(points3d_in, "solve_pnp_minima", "points3d");
+  const c10::cuda::CUDAGuard guard(points3d_in.device());
+  auto call = pyfacepnp::MinimaCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
+                                             loss_scale, num_solutions, max_iterations,
+                                             tolerance, loss_scales, distortion, camera_model);
+  if (call.batch() == 0) return call.as_tuple();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_minima_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_solve_pnp_minima<scalar_t>(call.args<scalar_t>(), stream));
+  });
+  return call.as_tuple();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CUDA, m) {
+  m.impl("solve_pnp_minima", &solve_pnp_minima_cuda);
   m.impl("solve_pnp", &solve_pnp_cuda);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cuda);
   m.impl("solve_pnp_ransac", &solve_pnp_ransac_cuda);

@@ -86,6 +86,44 @@ inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at:
               tolerance);
 }
 
+// The schema's camera_model: 0 "pinhole" (with optional OpenCV distortion), 1 "fisheye".
+constexpr int64_t kSchemaPinhole = 0, kSchemaFisheye = 1;
+
+// The optional lens coefficients: (B, D) in the points' dtype and device, D in {4, 5, 8, 12}
+// for the pinhole (OpenCV's order) and 4 for the fisheye; the kernels' CameraModel.
+inline int32_t check_distortion(const char* op, const std::optional<at::Tensor>& dist,
+                                int64_t camera_model, const at::Tensor& X) {
+  TORCH_CHECK(camera_model == kSchemaPinhole || camera_model == kSchemaFisheye, op,
+              ": camera_model must be 0 (pinhole) or 1 (fisheye), got ", camera_model);
+  if (!dist.has_value()) {
+    TORCH_CHECK(camera_model == kSchemaPinhole, op, ": the fisheye model needs its coefficients");
+    return pfp::kModelPinhole;
+  }
+  TORCH_CHECK(dist->dim() == 2 && dist->size(0) == X.size(0), op,
+              ": distortion must have shape (", X.size(0), ", D), got ", dist->sizes());
+  const int64_t n = dist->size(1);
+  if (camera_model == kSchemaFisheye) {
+    TORCH_CHECK(n == 4, op, ": fisheye distortion has 4 coefficients (k1..k4), got ", n);
+  } else {
+    TORCH_CHECK(n == 4 || n == 5 || n == 8 || n == 12, op,
+                ": distortion has 4, 5, 8 or 12 coefficients (k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 "
+                "s3 s4]]]), got ", n);
+  }
+  TORCH_CHECK(dist->scalar_type() == X.scalar_type() && dist->device() == X.device(), op,
+              ": distortion must share dtype and device with points3d (", X.scalar_type(), ", ",
+              X.device(), "), got ", dist->scalar_type(), ", ", dist->device());
+  return camera_model == kSchemaFisheye ? pfp::kModelFisheye : pfp::kModelRadTan;
+}
+
+// The coefficients as the kernels read them: (B, kMaxDistortion) float64, zero-padded
+// (missing trailing terms are zero in OpenCV's model); undefined when absent.
+inline at::Tensor padded_distortion(const std::optional<at::Tensor>& dist) {
+  if (!dist.has_value()) return {};
+  auto D = at::zeros({dist->size(0), pfp::kMaxDistortion}, dist->options().dtype(at::kDouble));
+  D.narrow(1, 0, dist->size(1)).copy_(*dist);
+  return D;
+}
+
 // The optional per-problem loss scales: (B) float64 on the points' device.
 inline void check_loss_scales(const char* op, const std::optional<at::Tensor>& scales,
                               const at::Tensor& X) {
@@ -129,13 +167,15 @@ inline void check_pnp_backward_inputs(const at::Tensor& gR, const at::Tensor& gt
 // Contiguous inputs; K and init in float64 (the kernels compute in double, and a K or init
 // rounded to float32 would not be the one the solution satisfies).
 struct ForwardInputs {
-  at::Tensor X, x, K, w, init_R, init_t, scales;  // init and scales undefined when absent
+  at::Tensor X, x, K, w, init_R, init_t, scales, D;  // init, scales, D undefined when absent
+  int32_t model;
   static ForwardInputs from(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
                             const std::optional<at::Tensor>& init_t,
-                            const std::optional<at::Tensor>& scales) {
+                            const std::optional<at::Tensor>& scales,
+                            const std::optional<at::Tensor>& dist, int32_t model) {
     ForwardInputs in{X.contiguous(), x.contiguous(), K.to(at::kDouble).contiguous(),
-                     w.contiguous(), {}, {}, {}};
+                     w.contiguous(), {}, {}, {}, padded_distortion(dist), model};
     if (init_R.has_value()) {
       in.init_R = init_R->to(at::kDouble).contiguous();
       in.init_t = init_t->to(at::kDouble).contiguous();
@@ -147,8 +187,9 @@ struct ForwardInputs {
 
 struct ForwardOutputs {
   at::Tensor R, t, cost, iterations, status, cov, state;
-  static ForwardOutputs empty_for(const at::Tensor& X) {
-    const int64_t B = X.size(0);
+  static ForwardOutputs empty_for(const at::Tensor& X) { return empty_for(X, X.size(0)); }
+  // B results (one per problem; B * k for solve_pnp_minima) in the points' dtype.
+  static ForwardOutputs empty_for(const at::Tensor& X, int64_t B) {
     const auto opts = X.options();
     return {at::empty({B, 3, 3}, opts),
             at::empty({B, 3}, opts),
@@ -185,6 +226,8 @@ pfp::PnPForwardArgs<scalar_t> forward_args(const ForwardInputs& in, ForwardOutpu
   a.status = out.status.data_ptr<int32_t>();
   a.cov = out.cov.data_ptr<scalar_t>();
   a.state = out.state.data_ptr<double>();
+  a.D = in.D.defined() ? in.D.data_ptr<double>() : nullptr;
+  a.model = in.model;
   return a;
 }
 
@@ -242,10 +285,12 @@ struct ForwardCall {
                              const at::Tensor& w, const std::optional<at::Tensor>& init_R,
                              const std::optional<at::Tensor>& init_t, c10::string_view loss,
                              double loss_scale, int64_t max_iterations, double tolerance,
-                             const std::optional<at::Tensor>& scales) {
+                             const std::optional<at::Tensor>& scales,
+                             const std::optional<at::Tensor>& dist, int64_t camera_model) {
     check_pnp_inputs(X, x, K, w, init_R, init_t, loss, loss_scale, max_iterations, tolerance);
     check_loss_scales("solve_pnp", scales, X);
-    auto in = ForwardInputs::from(X, x, K, w, init_R, init_t, scales);
+    const int32_t model = check_distortion("solve_pnp", dist, camera_model, X);
+    auto in = ForwardInputs::from(X, x, K, w, init_R, init_t, scales, dist, model);
     auto out = ForwardOutputs::empty_for(in.X);
     return {std::move(in), std::move(out),
             solver_params(loss, loss_scale, max_iterations, tolerance)};
@@ -270,11 +315,12 @@ struct RansacCall {
                             const at::Tensor& w, c10::string_view loss, double loss_scale,
                             double threshold, double confidence, int64_t max_trials, int64_t seed,
                             int64_t max_iterations, double tolerance,
-                            const std::optional<at::Tensor>& scales) {
+                            const std::optional<at::Tensor>& scales,
+                            const std::optional<at::Tensor>& dist, int64_t camera_model) {
     check_ransac_options(threshold, confidence, max_trials);
     // The finish is a solve_pnp without init: its checks, inputs, outputs and parameters.
     auto fc = ForwardCall::prepare(X, x, K, w, {}, {}, loss, loss_scale, max_iterations,
-                                   tolerance, scales);
+                                   tolerance, scales, dist, camera_model);
     auto out = RansacOutputs::around(std::move(fc.out), fc.in.X);
     return {std::move(fc.in), std::move(out), fc.prm, threshold, confidence, max_trials, seed};
   }
@@ -285,30 +331,83 @@ struct RansacCall {
   }
 };
 
+// The checked, prepared inputs, allocated outputs (B * k results) and parameters of one
+// solve_pnp_minima call.
+struct MinimaCall {
+  ForwardInputs in;
+  ForwardOutputs out;
+  at::Tensor count;
+  pfp::SolverParams<double> prm;
+  int64_t k;
+
+  static MinimaCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                            const at::Tensor& w, c10::string_view loss, double loss_scale,
+                            int64_t k, int64_t max_iterations, double tolerance,
+                            const std::optional<at::Tensor>& scales,
+                            const std::optional<at::Tensor>& dist, int64_t camera_model) {
+    TORCH_CHECK(k >= 1 && k <= pfp::kMaxSolutions, "solve_pnp_minima: num_solutions must be in [1, ",
+                pfp::kMaxSolutions, "], got ", k);
+    auto fc = ForwardCall::prepare(X, x, K, w, {}, {}, loss, loss_scale, max_iterations,
+                                   tolerance, scales, dist, camera_model);
+    const int64_t B = fc.batch();
+    auto out = ForwardOutputs::empty_for(fc.in.X, B * k);
+    auto count = at::empty({B}, fc.in.X.options().dtype(at::kInt));
+    return {std::move(fc.in), std::move(out), count, fc.prm, k};
+  }
+  int64_t batch() const { return in.X.size(0); }
+  template <typename scalar_t>
+  pfp::PnPMinimaArgs<scalar_t> args() {
+    pfp::PnPMinimaArgs<scalar_t> m;
+    m.f = forward_args<scalar_t>(in, out, prm);
+    m.k = int32_t(k);
+    m.count = count.data_ptr<int32_t>();
+    return m;
+  }
+  // The outputs as (B, k, ...), then the count (B).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+             at::Tensor>
+  as_tuple() const {
+    const int64_t B = batch();
+    return {out.R.view({B, k, 3, 3}),   out.t.view({B, k, 3}),
+            out.cost.view({B, k}),      out.iterations.view({B, k}),
+            out.status.view({B, k}),    out.cov.view({B, k, 6, 6}),
+            out.state.view({B, k, pfp::kStateSize}), count};
+  }
+};
+
 // Contiguous inputs; upstream gradients in the points' dtype, K in float64.
 struct BackwardInputs {
-  at::Tensor gR, gt, gc, X, x, K, w, state, status, scales;  // scales undefined when absent
+  at::Tensor gR, gt, gc, X, x, K, w, state, status, scales, D;  // scales, D undefined if absent
+  int32_t model;
+  int64_t num_coeffs;  // the caller's distortion length (0: none)
   static BackwardInputs from(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
                              const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                              const at::Tensor& w, const at::Tensor& state,
-                             const at::Tensor& status, const std::optional<at::Tensor>& scales) {
+                             const at::Tensor& status, const std::optional<at::Tensor>& scales,
+                             const std::optional<at::Tensor>& dist, int32_t model) {
     const auto dt = X.scalar_type();
     return {gR.to(dt).contiguous(), gt.to(dt).contiguous(), gc.to(dt).contiguous(),
             X.contiguous(),         x.contiguous(),         K.to(at::kDouble).contiguous(),
             w.contiguous(),         state.contiguous(),     status.to(at::kInt).contiguous(),
-            scales.has_value() ? scales->contiguous() : at::Tensor()};
+            scales.has_value() ? scales->contiguous() : at::Tensor(),
+            padded_distortion(dist), model, dist.has_value() ? dist->size(1) : 0};
   }
 };
 
 // Every entry is written by the kernels (zeros for problems that did not converge).
+// gD is (B, kMaxDistortion) for the kernels and returned as the caller's (B, D).
 struct BackwardOutputs {
-  at::Tensor gX, gx, gK, gw;
+  at::Tensor gX, gx, gK, gw, gD;
+  int64_t num_coeffs;
   static BackwardOutputs empty_for(const BackwardInputs& in) {
-    return {at::empty_like(in.X), at::empty_like(in.x),
-            at::empty({in.X.size(0), 3, 3}, in.X.options()), at::empty_like(in.w)};
+    const int64_t B = in.X.size(0);
+    return {at::empty_like(in.X), at::empty_like(in.x), at::empty({B, 3, 3}, in.X.options()),
+            at::empty_like(in.w),
+            at::empty({B, in.D.defined() ? pfp::kMaxDistortion : 0}, in.X.options()),
+            in.num_coeffs};
   }
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple() const {
-    return {gX, gx, gK, gw};
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple() const {
+    return {gX, gx, gK, gw, gD.narrow(1, 0, num_coeffs).contiguous()};
   }
 };
 
@@ -333,6 +432,9 @@ pfp::PnPBackwardArgs<scalar_t> backward_args(const BackwardInputs& in, BackwardO
   a.gx = out.gx.data_ptr<scalar_t>();
   a.gK = out.gK.data_ptr<scalar_t>();
   a.gw = out.gw.data_ptr<scalar_t>();
+  a.D = in.D.defined() ? in.D.data_ptr<double>() : nullptr;
+  a.model = in.model;
+  a.gD = in.D.defined() ? out.gD.data_ptr<scalar_t>() : nullptr;
   return a;
 }
 
@@ -345,10 +447,12 @@ struct BackwardCall {
                               const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
                               const at::Tensor& w, const at::Tensor& state,
                               const at::Tensor& status, c10::string_view loss,
-                              double loss_scale, const std::optional<at::Tensor>& scales) {
+                              double loss_scale, const std::optional<at::Tensor>& scales,
+                              const std::optional<at::Tensor>& dist, int64_t camera_model) {
     check_pnp_backward_inputs(gR, gt, gc, X, x, K, w, state, status);
     check_loss_scales("solve_pnp_backward", scales, X);
-    auto in = BackwardInputs::from(gR, gt, gc, X, x, K, w, state, status, scales);
+    const int32_t model = check_distortion("solve_pnp_backward", dist, camera_model, X);
+    auto in = BackwardInputs::from(gR, gt, gc, X, x, K, w, state, status, scales, dist, model);
     auto out = BackwardOutputs::empty_for(in);
     return {std::move(in), std::move(out), robust(loss, loss_scale)};
   }

@@ -174,7 +174,7 @@ struct WarpAccumulator {
         in_front = false;
         continue;
       }
-      pfp::add_point_normal_eq(e, o, rob, exact, acc);
+      pfp::add_point_normal_eq(e, o, cam, rob, exact, acc);
     }
     acc.cost = warp_sum(acc.cost);
 #pragma unroll
@@ -206,15 +206,35 @@ struct WarpAccumulator {
   }
 };
 
+// Problem b's camera parameters copied to the thread (registers or local memory), read in
+// every point evaluation; camera() points into the copy, so the copy must outlive it.
+struct CameraCopy {
+  double K[9];
+  double D[pfp::kMaxDistortion];
+  bool has_D;
+  int32_t model;
+  __device__ CameraCopy(const double* K_all, const double* D_all, int32_t m, int64_t b)
+      : has_D(D_all != nullptr), model(m) {
+#pragma unroll
+    for (int i = 0; i < 9; ++i) K[i] = K_all[9 * b + i];
+#pragma unroll
+    for (int i = 0; i < pfp::kMaxDistortion; ++i)
+      D[i] = has_D ? D_all[pfp::kMaxDistortion * b + i] : 0.0;
+  }
+  __device__ pfp::Camera<double> camera() const {
+    return pfp::problem_camera(K, has_D ? D : nullptr, model, 0);
+  }
+};
+
 template <bool kMasked = false, typename scalar_t>
 __device__ WarpAccumulator<scalar_t, kMasked> warp_accumulator(
     const scalar_t* X, const scalar_t* x, const scalar_t* w, int64_t b, int64_t N,
-    const double* K, int lane, const pfp::Robust<double>& rob) {
+    const pfp::Camera<double>& cam, int lane, const pfp::Robust<double>& rob) {
   WarpAccumulator<scalar_t, kMasked> acc;
   acc.X = X + 3 * b * N;
   acc.x = x + 2 * b * N;
   acc.w = w + 2 * b * N;
-  acc.cam = pfp::Camera<double>{K};
+  acc.cam = cam;
   acc.N = N;
   acc.lane = lane;
   acc.rob = rob;
@@ -225,10 +245,8 @@ __device__ WarpAccumulator<scalar_t, kMasked> warp_accumulator(
 
 template <typename scalar_t>
 __device__ void solve_one(const pfp::PnPForwardArgs<scalar_t>& a, int64_t b, int lane) {
-  double K[9];  // a per-thread copy: read in every point evaluation
-#pragma unroll
-  for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
-  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
+  CameraCopy c(a.K, a.D, a.model, b);  // read in every point evaluation
+  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.prm.rob);
   // Every lane holds the same result: the lanes share the writes.
   pfp::forward_problem(acc, a, b, acc.cam, lane, kWarp);
 }
@@ -251,22 +269,32 @@ __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
   const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
   const auto& a = ra.f;
   for (int64_t b = first; b < a.B; b += stride) {
-    double K[9];
-#pragma unroll
-    for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
-    auto acc = warp_accumulator<true>(a.X, a.x, a.w, b, a.N, K, lane, a.prm.rob);
+    CameraCopy c(a.K, a.D, a.model, b);
+    auto acc = warp_accumulator<true>(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.prm.rob);
     acc.mask = ra.inliers + b * a.N;
     pfp::ransac_problem(acc, ra, b, acc.cam, lane, kWarp);
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
+    solve_pnp_minima_kernel(const pfp::PnPMinimaArgs<scalar_t> m) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
+  const auto& a = m.f;
+  for (int64_t b = first; b < a.B; b += stride) {
+    CameraCopy c(a.K, a.D, a.model, b);
+    auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.prm.rob);
+    pfp::minima_problem(acc, m, b, acc.cam, lane, kWarp);
   }
 }
 
 // Writes every gradient entry of problem b (zeros unless it converged, as on the CPU).
 template <typename scalar_t>
 __device__ void backward_one(const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b, int lane) {
-  double K[9];
-#pragma unroll
-  for (int i = 0; i < 9; ++i) K[i] = a.K[9 * b + i];
-  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, K, lane, a.rob);
+  CameraCopy c(a.K, a.D, a.model, b);
+  auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.rob);
   pfp::backward_problem(acc, a, b, acc.cam, lane, kWarp);
 }
 
@@ -320,6 +348,16 @@ cudaError_t launch_solve_pnp_ransac(const pfp::PnPRansacArgs<scalar_t>& a, cudaS
   return cudaGetLastError();
 }
 
+template <typename scalar_t>
+cudaError_t launch_solve_pnp_minima(const pfp::PnPMinimaArgs<scalar_t>& m, cudaStream_t stream) {
+  if (m.f.B <= 0) return cudaSuccess;
+  const dim3 grid(unsigned(blocks_for(m.f.B, kForwardWarpsPerBlock)));
+  solve_pnp_minima_kernel<scalar_t><<<grid, dim3(kWarp * kForwardWarpsPerBlock), 0, stream>>>(m);
+  return cudaGetLastError();
+}
+
+template cudaError_t launch_solve_pnp_minima<float>(const pfp::PnPMinimaArgs<float>&, cudaStream_t);
+template cudaError_t launch_solve_pnp_minima<double>(const pfp::PnPMinimaArgs<double>&, cudaStream_t);
 template cudaError_t launch_solve_pnp_ransac<float>(const pfp::PnPRansacArgs<float>&, cudaStream_t);
 template cudaError_t launch_solve_pnp_ransac<double>(const pfp::PnPRansacArgs<double>&, cudaStream_t);
 template cudaError_t launch_solve_pnp<float>(const pfp::PnPForwardArgs<float>&, int32_t, cudaStream_t);

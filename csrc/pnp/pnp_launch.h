@@ -19,6 +19,9 @@ cudaError_t launch_solve_pnp_backward(const pfp::PnPBackwardArgs<scalar_t>& args
                                       cudaStream_t stream);
 
 template <typename scalar_t>
+cudaError_t launch_solve_pnp_minima(const pfp::PnPMinimaArgs<scalar_t>& args, cudaStream_t stream);
+
+template <typename scalar_t>
 cudaError_t launch_solve_pnp_ransac(const pfp::PnPRansacArgs<scalar_t>& args, cudaStream_t stream);
 
 }  // namespace gpu

@@ -1,4 +1,5 @@
-"""Cameras: the pixel convention, WCPA intrinsics, crop intrinsics and the projection.
+"""Cameras: the pixel convention, WCPA intrinsics, crop intrinsics and the projection
+(with OpenCV's lens distortion, :mod:`pyfacepnp.geometry.distortion`).
 
 Pixel convention (the project's, OpenCV's): integer coordinates are pixel centres, the
 origin is the centre of the top-left pixel, ``x`` right, ``y`` down, so an image of side S
@@ -12,7 +13,9 @@ OpenGL projection matrix maps NDC 0 to 400).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from pyfacepnp.geometry.distortion import check_distortion, distort
 from pyfacepnp.geometry.transforms import transform_points
 
 __all__ = [
@@ -74,14 +77,22 @@ def wcpa_intrinsics(image_size=WCPA_IMAGE_SIZE, focal: float = WCPA_FOCAL) -> np
     return np.array([[focal * sx, 0.0, 400.5 * sx - 0.5], [0.0, focal * sy, 400.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
-def project_points(points, R, t, K):
-    """Pinhole projection ``u = K (R X + t) / z`` (OpenCV convention), batched.
+def project_points(points, R, t, K, distortion=None, camera_model="pinhole"):
+    """Projection to pixels ``u = K[:2] @ (d(x / z, y / z), 1)`` of ``(x, y, z) = R X + t``
+    (OpenCV convention), batched, with an optional lens ``d``.
 
-    Numpy arrays or torch tensors (differentiable); batch dimensions broadcast.
+    Without ``distortion`` this is the pinhole ``u = K (R X + t) / z``, for numpy arrays or
+    torch tensors; with it, ``d`` is :func:`~pyfacepnp.geometry.distortion.distort` of
+    ``camera_model`` and K's bottom row is not read. Torch tensors are differentiable with
+    respect to every argument; numpy inputs with a lens are computed in float64 and come
+    back as numpy. Batch dimensions broadcast.
 
     Args:
         points: ``(..., N, 3)`` canonical points.
         R: ``(..., 3, 3)``; t: ``(..., 3)``; K: ``(..., 3, 3)``.
+        distortion: ``None`` or ``(..., D)`` coefficients (OpenCV's order, see
+            :mod:`pyfacepnp.geometry.distortion`).
+        camera_model: ``"pinhole"`` or ``"fisheye"``.
 
     Returns:
         ``(..., N, 2)`` pixel coordinates.
@@ -90,9 +101,23 @@ def project_points(points, R, t, K):
         >>> K = np.array([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]])
         >>> project_points(np.array([[0.2, 0.0, 0.0]]), np.eye(3), np.array([0.0, 0.0, 2.0]), K)
         array([[60., 50.]])
+        >>> project_points(np.array([[0.2, 0.0, 0.0]]), np.eye(3), np.array([0.0, 0.0, 2.0]), K,
+        ...                np.array([-0.2, 0.0, 0.0, 0.0]))
+        array([[59.98, 50.  ]])
     """
-    uvw = transform_points(points, R, t) @ K.swapaxes(-1, -2)
-    return uvw[..., :2] / uvw[..., 2:3]
+    if distortion is None:
+        check_distortion(None, camera_model)
+        uvw = transform_points(points, R, t) @ K.swapaxes(-1, -2)
+        return uvw[..., :2] / uvw[..., 2:3]
+    args = (points, R, t, K, distortion)
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        # numpy (or mixed) inputs: the torch formula in float64, handed back as numpy.
+        as_t = [torch.as_tensor(np.asarray(a.detach() if isinstance(a, torch.Tensor) else a, dtype=np.float64))
+                for a in args]
+        return project_points(*as_t, camera_model=camera_model).numpy()
+    xc = transform_points(points, R, t)
+    nd = distort(xc[..., :2] / xc[..., 2:3], distortion, camera_model)
+    return nd @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2]
 
 
 def project_to_crop(points, R, t, K, crop_affine):

@@ -1,5 +1,6 @@
 """Public functional API of the compiled ops."""
 
+from pyfacepnp.ops.minima import PnPMinima, solve_pnp_minima
 from pyfacepnp.ops.pnp import PnPResult, PnPStatus, solve_pnp
 from pyfacepnp.ops.ransac import RansacResult, solve_pnp_ransac
 from pyfacepnp.ops.render import RenderOutput, render_mesh
@@ -9,6 +10,7 @@ from pyfacepnp.ops.warp import invert_affine, warp_points
 from pyfacepnp import _fake, _autograd  # noqa: E402,F401  isort:skip
 
 __all__ = [
+    "PnPMinima",
     "PnPResult",
     "PnPStatus",
     "RansacResult",
@@ -16,6 +18,7 @@ __all__ = [
     "invert_affine",
     "render_mesh",
     "solve_pnp",
+    "solve_pnp_minima",
     "solve_pnp_ransac",
     "warp_points",
 ]

@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import torch
 
 from pyfacepnp._ext import ops
+from pyfacepnp.geometry.distortion import check_distortion
 from pyfacepnp.ops._checks import (
     broadcast_batch,
     check_int,
@@ -93,19 +94,25 @@ def solve_pnp(
     max_iterations: int = 100,
     tolerance: float = 1e-10,
     huber_delta: Optional[float] = None,
+    distortion: Optional[torch.Tensor] = None,
+    camera_model: str = "pinhole",
 ) -> PnPResult:
     """Solve batched Perspective-n-Point problems, differentiably.
 
-    Finds the pose ``(R, t)`` minimising ``E = 1/2 sum_i rho(w_i . |pi(K (R X_i + t)) - x_i|^2)``
+    Finds the pose ``(R, t)`` minimising ``E = 1/2 sum_i rho(w_i . |pi(R X_i + t) - x_i|^2)``
     for every problem of the batch, independently: a global initialisation computed in the
-    kernel (the object-space formulation of SQPnP, minimised over SO(3) from 24 starts; it
-    handles planar scenes, N = 4..6 and any rotation), then Levenberg-Marquardt and a final
-    Newton polish with the exact Hessian. Gradients of ``R``, ``t`` and ``cost`` flow to
-    ``points3d``, ``points2d``, ``K`` (top two rows) and ``weights`` by the implicit function
-    theorem at the solution (see docs/math.md).
+    kernel (the object-space formulation of SQPnP on the undistorted rays, minimised over
+    SO(3) from 24 starts; it handles planar scenes, N = 4..6 and any rotation), then
+    Levenberg-Marquardt and a final Newton polish with the exact Hessian. Gradients of ``R``,
+    ``t`` and ``cost`` flow to ``points3d``, ``points2d``, ``K`` (top two rows),
+    ``weights`` and ``distortion`` by the implicit function theorem at the solution (see
+    docs/math.md).
 
-    Pixel coordinates follow OpenCV: integer values at pixel centres, ``u = K x_cam / z``.
-    Per-axis weights weight each coordinate's squared residual; a zero weight removes a
+    Pixel coordinates follow OpenCV: integer values at pixel centres. The projection is
+    ``pi(X_c) = K[:2] @ (d(X_c,x / z, X_c,y / z), 1)`` with ``d`` the lens model
+    (the identity without ``distortion``; docs/cameras.md): only K's top two rows are read,
+    its bottom row is ignored and gets a zero gradient.
+    Per-axis weights multiply each coordinate's squared residual; a zero weight removes a
     point (or, per axis, a coordinate) exactly: its coordinates may then be anything, NaN
     and 1e300 included, and it receives zero gradients, its weight's included (the
     derivative at a zero weight is one-sided; parametrise learned weights away from zero).
@@ -132,7 +139,8 @@ def solve_pnp(
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
         points2d: ``(..., N, 2)`` observed pixels.
-        K: ``(..., 3, 3)`` intrinsics with last row ``[0, 0, 1]``.
+        K: ``(..., 3, 3)`` intrinsics; rows 0 and 1 are used (skew included), the bottom
+            row is ignored (taken as ``[0, 0, 1]``).
         weights: ``(..., N)`` or ``(..., N, 2)`` non-negative weights (e.g. ``1/sigma^2``);
             ``None`` for all ones.
         init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose; skips the global
@@ -153,10 +161,19 @@ def solve_pnp(
         huber_delta: deprecated alias of ``loss_scale``.
         max_iterations: Levenberg-Marquardt iteration limit per problem, in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
-            ``|dt|_inf <= tolerance * |t|``.
+            ``|dt|_inf <= tolerance * |t|``; a final exact Newton step follows, so the
+            answer is at the optimum to rounding and ``torch.autograd.gradcheck`` of the op
+            passes at its default settings with this default (tests/test_pnp_bad_input.py).
+        distortion: optional ``(..., D)`` lens coefficients, broadcasting to the batch (one
+            lens shared, or one per problem), differentiable: OpenCV's order ``k1 k2 p1 p2
+            [k3 [k4 k5 k6 [s1 s2 s3 s4]]]`` (D = 4, 5, 8 or 12) for ``camera_model="pinhole"``,
+            ``k1 k2 k3 k4`` for ``"fisheye"`` (OpenCV's ``cv2.fisheye``). Non-finite
+            coefficients make their problem ``INVALID_INPUT``.
+        camera_model: ``"pinhole"`` (with or without ``distortion``) or ``"fisheye"``.
 
-    All batch dimensions ``(...)`` broadcast; inputs share a dtype (float32 or float64) and a
-    device. Solving is done in float64 on the CPU.
+    All batch dimensions ``(...)`` broadcast; inputs are torch tensors sharing a dtype
+    (float32 or float64; numpy arrays, integer and half tensors raise a ``TypeError`` naming
+    the argument) and a device. Solving is done in float64.
 
     Returns:
         :class:`PnPResult` with ``R (..., 3, 3)``, ``t (..., 3)``, ``cost (...)``,
@@ -174,10 +191,11 @@ def solve_pnp(
     loss_scale = resolve_loss_scale(loss_scale, huber_delta)
     loss, loss_scale, per_problem, max_iterations, tolerance = check_solver_options(
         loss, loss_scale, max_iterations, tolerance)
-    batch, X, x, Kb, wb, init_R, init_t = flatten_problems(points3d, points2d, K, weights, init)
+    batch, X, x, Kb, wb, init_R, init_t, D = flatten_problems(
+        points3d, points2d, K, weights, init, distortion, camera_model)
     *outputs, _state = ops.solve_pnp(
         X, x, Kb, wb, init_R, init_t, loss, loss_scale, max_iterations, tolerance,
-        problem_scales(per_problem, batch, X),
+        problem_scales(per_problem, batch, X), D, SCHEMA_CAMERA_MODELS[camera_model],
     )
     return PnPResult(*unflatten(batch, outputs))
 
@@ -235,15 +253,25 @@ def problem_scales(per_problem, batch, X):
     return s.reshape(X.shape[0]).contiguous()
 
 
-def flatten_problems(points3d, points2d, K, weights, init):
+# The op schema's camera_model integers (csrc/pnp/pnp_glue.h).
+SCHEMA_CAMERA_MODELS = {"pinhole": 0, "fisheye": 1}
+
+
+def flatten_problems(points3d, points2d, K, weights, init, distortion=None,
+                     camera_model="pinhole"):
     """Check the problem tensors and broadcast them to one flat batch ``(B, ...)``.
 
-    Returns ``(batch, X, x, K, weights, init_R, init_t)`` with ``batch`` the broadcast batch
-    shape and the init tensors ``None`` when absent."""
+    Returns ``(batch, X, x, K, weights, init_R, init_t, distortion)`` with ``batch`` the
+    broadcast batch shape and the init and distortion tensors ``None`` when absent."""
     check_tensor("points3d", points3d, ["N", 3])
     check_tensor("points2d", points2d, ["N", 2])
     check_tensor("K", K, [3, 3])
     check_same(["points3d", "points2d", "K"], [points3d, points2d, K])
+    check_distortion(distortion, camera_model)
+    if camera_model == "fisheye" and distortion is None:
+        raise ValueError("camera_model='fisheye' needs its coefficients: distortion (..., 4)")
+    if distortion is not None:
+        check_same(["points3d", "distortion"], [points3d, distortion])
     n = points3d.shape[-2]
     if points2d.shape[-2] != n:
         raise ValueError(
@@ -273,6 +301,8 @@ def flatten_problems(points3d, points2d, K, weights, init):
         check_tensor("init t", init_t, [3], min_dim=1)
         check_same(["points3d", "init R", "init t"], [points3d, init_R, init_t])
         shapes += [("init R", init_R.shape[:-2]), ("init t", init_t.shape[:-1])]
+    if distortion is not None:
+        shapes.append(("distortion", distortion.shape[:-1]))
     batch = broadcast_batch(shapes)
 
     flat = (-1,)
@@ -283,4 +313,8 @@ def flatten_problems(points3d, points2d, K, weights, init):
     if init is not None:
         init_R = init_R.detach().expand(*batch, 3, 3).reshape(*flat, 3, 3)
         init_t = init_t.detach().expand(*batch, 3).reshape(*flat, 3)
-    return batch, X, x, Kb, wb, init_R, init_t
+    D = None
+    if distortion is not None:
+        nd = distortion.shape[-1]
+        D = distortion.expand(*batch, nd).reshape(*flat, nd)
+    return batch, X, x, Kb, wb, init_R, init_t, D

@@ -11,6 +11,7 @@ from pyfacepnp.ops._checks import check_int, check_real
 from pyfacepnp.ops.pnp import (
     LOSS_SCALE_RANGE,
     check_solver_options,
+    SCHEMA_CAMERA_MODELS,
     flatten_problems,
     problem_scales,
     resolve_loss_scale,
@@ -55,6 +56,8 @@ def solve_pnp_ransac(
     loss_scale: Union[float, torch.Tensor, None] = None,
     max_iterations: int = 100,
     tolerance: float = 1e-10,
+    distortion: Optional[torch.Tensor] = None,
+    camera_model: str = "pinhole",
 ) -> RansacResult:
     """Solve batched PnP problems with gross outliers, differentiably (LO-RANSAC).
 
@@ -89,6 +92,8 @@ def solve_pnp_ransac(
         seed: the generator's key (any int).
         loss, loss_scale, max_iterations, tolerance: the final solve's, as in
             :func:`solve_pnp` (``loss_scale`` a float or a per-problem tensor).
+        distortion, camera_model: the lens, as in :func:`solve_pnp` (the hypotheses are
+            drawn on undistorted rays; residuals are those of the distorted projection).
 
     Returns:
         :class:`RansacResult`.
@@ -111,9 +116,10 @@ def solve_pnp_ransac(
     confidence = check_real("confidence", confidence, 0.0, 1.0, open_low=True, open_high=True)
     max_trials = check_int("max_trials", max_trials, 1, MAX_TRIALS_LIMIT)
     seed = check_int("seed", seed, -(2**63), 2**63 - 1)
-    batch, X, x, Kb, wb, _, _ = flatten_problems(points3d, points2d, K, weights, None)
+    batch, X, x, Kb, wb, _, _, D = flatten_problems(
+        points3d, points2d, K, weights, None, distortion, camera_model)
     R, t, cost, iterations, status, cov, _state, *robust = ops.solve_pnp_ransac(
         X, x, Kb, wb, loss, loss_scale, threshold, confidence, max_trials, seed, max_iterations,
-        tolerance, problem_scales(per_problem, batch, X),
+        tolerance, problem_scales(per_problem, batch, X), D, SCHEMA_CAMERA_MODELS[camera_model],
     )
     return RansacResult(*unflatten(batch, [R, t, cost, iterations, status, cov, *robust]))

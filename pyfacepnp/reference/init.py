@@ -2,13 +2,14 @@
 formulation of SQPnP (Terzakis & Lourakis, ECCV 2020), minimised over SO(3) from a few
 rotation starts.
 
-For normalised rays v_i = K^-1 [x_i, 1] and projectors Q_i = w_i (I - v_i v_i^T / |v_i|^2),
-the object-space error sum_i |Q_i (R X_i + t)|^2 is quadratic in r = vec(R) (row-major).
-Minimising over t in closed form gives t = P r and the error r^T Omega r with a 9x9
-Omega. We run a damped Gauss-Newton on SO(3) from the rotations nearest to Omega's three
-smallest eigenvectors (both signs, as SQPnP does), four fixed rotations, and the mirror
-images of these poses that the object-space error confuses for flat objects, then keep
-the candidate with the lowest image-space cost among those in front of the camera.
+For normalised rays v_i = K^-1 [x_i, 1] (undistorted, with a lens) and projectors
+Q_i = w_i (I - v_i v_i^T / |v_i|^2), the object-space error sum_i |Q_i (R X_i + t)|^2 is
+quadratic in r = vec(R) (row-major). Minimising over t in closed form gives t = P r and the
+error r^T Omega r with a 9x9 Omega. We run a damped Gauss-Newton on SO(3) from the
+rotations nearest to Omega's three smallest eigenvectors (both signs, as SQPnP does), four
+fixed rotations, and the mirror images of these poses that the object-space error confuses
+for flat objects, then keep the candidate with the lowest image-space cost among those in
+front of the camera.
 Planar scenes, N = 4..6 and any rotation are handled; everything runs in float64.
 """
 
@@ -16,21 +17,13 @@ from __future__ import annotations
 
 import torch
 
+from pyfacepnp.geometry.distortion import undistort
+from pyfacepnp.geometry.rotation import nearest_rotation, skew, so3_exp
 from pyfacepnp.reference.objective import cost_of_residuals, project, robust_weight
-from pyfacepnp.reference.so3 import skew, so3_exp
 
 _REFINE_ITERATIONS = 12
 _IMAGE_CHECKED = 4  # candidates whose image-space cost is evaluated
 _ROBUST_ROUNDS = 6  # reweighting rounds for the Huber loss
-
-
-def nearest_rotation(M: torch.Tensor) -> torch.Tensor:
-    """The rotation closest to ``M`` in Frobenius norm, ``(..., 3, 3) -> (..., 3, 3)``."""
-    U, _, Vh = torch.linalg.svd(M)
-    d = torch.det(U @ Vh)
-    D = torch.ones_like(M[..., 0])
-    D[..., 2] = d.sign() + (d == 0).to(d.dtype)
-    return (U * D[..., None, :]) @ Vh
 
 
 def omega_matrices(points3d: torch.Tensor, points2d: torch.Tensor, K: torch.Tensor, w: torch.Tensor):
@@ -108,8 +101,15 @@ def omega_initialisation(
     weights: torch.Tensor,
     loss: str = "l2",
     huber_delta: float = 1.0,
+    distortion: torch.Tensor | None = None,
+    camera_model: str = "pinhole",
 ):
     """Initial poses for batched PnP without a starting guess.
+
+    With a lens, Omega is built from the undistorted rays (``K^-1`` then
+    :func:`~pyfacepnp.geometry.distortion.undistort`; a pixel whose ray does not converge
+    is left out of it) while the candidates are still ranked by the image-space cost of
+    the distorted projection.
 
     Args:
         points3d: ``(B, N, 3)`` object points.
@@ -117,6 +117,8 @@ def omega_initialisation(
         K: ``(B, 3, 3)`` intrinsics.
         weights: ``(B, N, 2)`` per-axis weights (their mean weights the object-space error).
         loss, huber_delta: the image-space objective used to pick among candidates.
+        distortion, camera_model: ``None`` or ``(B, D)`` (or shared ``(D,)``) lens
+            coefficients, and their model.
 
     Returns:
         ``(R (B, 3, 3), t (B, 3))`` in the input dtype; not differentiable.
@@ -131,24 +133,36 @@ def omega_initialisation(
     """
     out_dtype = points3d.dtype
     X, x, K, w2 = (a.detach().to(torch.float64) for a in (points3d, points2d, K, weights))
-    R, t = _best_candidate(X, x, K, w2, w2.mean(-1), loss, huber_delta)
+    lens = (None if distortion is None else distortion.detach().to(torch.float64).expand(X.shape[0], -1), camera_model)
+    w_obj = w2.mean(-1)
+    rays = (x, K)  # what Omega's rays K^-1 [x, 1] are made of
+    if distortion is not None:
+        nd = (torch.cat([x, torch.ones_like(x[..., :1])], -1) @ torch.linalg.inv(K).transpose(-1, -2))[..., :2]
+        n = undistort(nd, lens[0], camera_model)
+        ok = torch.isfinite(n).all(-1)
+        w_obj = torch.where(ok, w_obj, 0.0)
+        rays = (torch.where(ok[..., None], n, 0.0), torch.eye(3, dtype=K.dtype, device=K.device).expand_as(K))
+    R, t = _best_candidate(X, x, K, w2, w_obj, loss, huber_delta, lens, rays)
     if loss == "huber":
         # Iteratively reweighted: the object-space error knows nothing of Huber, so
         # weight each point by rho'(s) of its image residual under the current pose.
         for _ in range(_ROBUST_ROUNDS):
-            uv, _ = project(R, t, X, K)
+            uv, _ = project(R, t, X, K, *lens)
             res = (w2 * (uv - x) ** 2).sum(-1)
             res = torch.where(torch.isfinite(res), res, torch.inf)
             phi = robust_weight(res, loss, huber_delta)
             # ... and drop points far beyond the typical residual, which Huber only damps.
             med = res.masked_fill(w2.sum(-1) <= 0, torch.nan).nanmedian(-1, keepdim=True).values
             phi = torch.where(torch.isfinite(phi) & (res <= 9 * med), phi, 0.0)
-            R, t = _best_candidate(X, x, K, w2, w2.mean(-1) * phi, loss, huber_delta)
+            R, t = _best_candidate(X, x, K, w2, w_obj * phi, loss, huber_delta, lens, rays)
     return R.to(out_dtype), t.to(out_dtype)
 
 
-def _best_candidate(X, x, K, w2, w, loss, huber_delta):
-    """The candidate pose with the lowest image-space cost, for object-space weights w."""
+def _best_candidate(X, x, K, w2, w, loss, huber_delta, lens=(None, "pinhole"), rays=None):
+    """The candidate pose with the lowest image-space cost, for object-space weights w.
+
+    ``lens`` is ``(distortion, camera_model)`` of the image-space cost; ``rays`` the
+    ``(points2d, K)`` Omega is built from (default ``(x, K)``)."""
     B, N, _ = X.shape
     wsum = w.sum(-1, keepdim=True).clamp_min(1e-300)
     c = (w[..., None] * X).sum(1) / wsum
@@ -156,7 +170,7 @@ def _best_candidate(X, x, K, w2, w, loss, huber_delta):
     s = ((w * (Xc * Xc).sum(-1)).sum(-1, keepdim=True) / wsum).sqrt().clamp_min(1e-300)
     Xn = Xc / s[..., None]
     # Normalise w so that Omega is O(1) whatever the weights' scale.
-    omega, P = omega_matrices(Xn, x, K, w / wsum)
+    omega, P = omega_matrices(Xn, *(rays or (x, K)), w / wsum)
 
     evecs = torch.linalg.eigh(omega)[1][..., :3].transpose(1, 2).reshape(B, 3, 3, 3)
     from_eig = nearest_rotation(torch.cat([evecs, -evecs], 1) * 3**0.5)  # (B, 6, 3, 3)
@@ -180,7 +194,8 @@ def _best_candidate(X, x, K, w2, w, loss, huber_delta):
     top = (behind * (f.abs().amax(1, keepdim=True) + 1) + f).topk(_IMAGE_CHECKED, dim=1, largest=False).indices
     idx = torch.arange(B, device=X.device)[:, None]
     Rt, tt = Rc[idx, top], tc[idx, top]
-    uv, _ = project(Rt, tt, X[:, None], K[:, None])
+    dist = lens[0] if lens[0] is None else lens[0][:, None]
+    uv, _ = project(Rt, tt, X[:, None], K[:, None], dist, lens[1])
     cost = cost_of_residuals(uv - x[:, None], w2[:, None], loss, huber_delta)
     cost = torch.where(torch.isfinite(cost), cost, torch.finfo(cost.dtype).max / 4)
     best = (behind[idx, top] * (cost.amax(1, keepdim=True) + 1) + cost).argmin(1)

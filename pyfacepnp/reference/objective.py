@@ -1,14 +1,18 @@
 """The PnP objective in plain torch: projection, robust loss, cost, residual Jacobians.
 
-    E = 1/2 sum_i rho(s_i),   s_i = w_i0 r_i0^2 + w_i1 r_i1^2,   r_i = pi(K (R X_i + t)) - x_i
+    E = 1/2 sum_i rho(s_i),   s_i = w_i0 r_i0^2 + w_i1 r_i1^2,   r_i = u(R X_i + t) - x_i
 
-with ``rho(s) = s`` (``"l2"``) or Huber ``rho(s) = s if s <= d^2 else 2 d sqrt(s) - d^2``.
+with ``u(Xc) = K[:2] @ (lens(Xc_x / z, Xc_y / z), 1)`` (the lens of
+:mod:`pyfacepnp.geometry.distortion`, the identity without one: ``u = pi(K Xc)``) and
+``rho(s) = s`` (``"l2"``) or Huber ``rho(s) = s if s <= d^2 else 2 d sqrt(s) - d^2``.
 Pose perturbations are local: ``R <- exp([dw]x) R``, ``t <- t + dt``, theta = (dw, dt).
 """
 
 from __future__ import annotations
 
 import torch
+
+from pyfacepnp.geometry.distortion import distort, distort_with_jacobian
 
 
 LOSSES = ("l2", "huber")
@@ -23,13 +27,16 @@ def expand_weights(weights: torch.Tensor | None, points2d: torch.Tensor) -> torc
     return weights
 
 
-def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.Tensor):
+def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.Tensor,
+            distortion: torch.Tensor | None = None, camera_model: str = "pinhole"):
     """Pixel projections and depths of ``points3d`` under the pose ``(R, t)``.
 
     Args:
         R: ``(..., 3, 3)`` rotations, t: ``(..., 3)`` translations.
         points3d: ``(..., N, 3)`` object points.
         K: ``(..., 3, 3)`` intrinsics (last row ``[0, 0, 1]``).
+        distortion: ``None`` or ``(..., D)`` lens coefficients of ``camera_model``
+            (``"pinhole"`` or ``"fisheye"``, see :mod:`pyfacepnp.geometry.distortion`).
 
     Returns:
         ``(pixels (..., N, 2), depth (..., N))``. As in the op, K's last row is taken to
@@ -43,7 +50,10 @@ def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.T
     """
     x_cam = points3d @ R.transpose(-1, -2) + t[..., None, :]
     z = x_cam[..., 2]
-    return (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None], z
+    if distortion is None:
+        return (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None], z
+    nd = distort(x_cam[..., :2] / z[..., None], distortion, camera_model)
+    return nd @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2], z
 
 
 def robust_rho(s: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
@@ -71,6 +81,8 @@ def reprojection_cost(
     weights: torch.Tensor | None = None,
     loss: str = "l2",
     huber_delta: float = 1.0,
+    distortion: torch.Tensor | None = None,
+    camera_model: str = "pinhole",
 ) -> torch.Tensor:
     """The PnP objective ``E = 1/2 sum_i rho(w_i . r_i^2)`` at the given poses.
 
@@ -86,6 +98,7 @@ def reprojection_cost(
         weights: ``None``, ``(..., N)`` or per-axis ``(..., N, 2)`` non-negative weights.
         loss: ``"l2"`` or ``"huber"``.
         huber_delta: Huber threshold ``d`` on ``sqrt(s)`` (pixels for unit weights).
+        distortion, camera_model: the lens, as in :func:`project`.
 
     Returns:
         ``(...)`` costs.
@@ -98,7 +111,7 @@ def reprojection_cost(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    uv, _ = project(R, t, points3d, K)
+    uv, _ = project(R, t, points3d, K, distortion, camera_model)
     return cost_of_residuals(uv - points2d, expand_weights(weights, points2d), loss, huber_delta)
 
 
@@ -107,12 +120,13 @@ def cost_of_residuals(r: torch.Tensor, w: torch.Tensor, loss: str, delta: float)
     return 0.5 * robust_rho((w * r * r).sum(-1), loss, delta).sum(-1)
 
 
-def residual_jacobian(R, t, points3d, K):
+def residual_jacobian(R, t, points3d, K, distortion=None, camera_model="pinhole"):
     """Projections, depths and the Jacobian of the pixels w.r.t. the local pose theta.
 
     ``d x_cam / d dw = -[R X]x`` and ``d x_cam / d dt = I``; with ``A = d u / d x_cam =
     (K[:2] - u e3^T) / z`` each row ``a`` of A gives ``a^T (-[y]x) = (y x a)^T``, so the
-    Jacobian needs only elementwise ops (no batched tiny matmuls).
+    Jacobian needs only elementwise ops (no batched tiny matmuls). With a lens, by the chain
+    rule ``A = K[:2, :2] Dd(n) [I | -n] / z`` for ``n = (x / z, y / z)``.
 
     Returns:
         ``(pixels (..., N, 2), depth (..., N), J (..., N, 2, 6))``.
@@ -120,8 +134,15 @@ def residual_jacobian(R, t, points3d, K):
     rx = points3d @ R.transpose(-1, -2)
     x_cam = rx + t[..., None, :]
     z = x_cam[..., 2]
-    uv = (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None]
-    e3 = torch.zeros_like(K[..., None, 2:3, :])
-    e3[..., 2] = 1
-    A = (K[..., None, :2, :] - uv[..., :, None] * e3) / z[..., None, None]
+    if distortion is None:
+        uv = (x_cam @ K[..., :2, :].transpose(-1, -2)) / z[..., None]
+        e3 = torch.zeros_like(K[..., None, 2:3, :])
+        e3[..., 2] = 1
+        A = (K[..., None, :2, :] - uv[..., :, None] * e3) / z[..., None, None]
+    else:
+        n = x_cam[..., :2] / z[..., None]
+        nd, Dd = distort_with_jacobian(n, distortion, camera_model)
+        uv = nd @ K[..., :2, :2].transpose(-1, -2) + K[..., None, :2, 2]
+        G = K[..., None, :2, :2] @ Dd  # (..., N, 2, 2) = d u / d n
+        A = torch.cat([G, -(G @ n[..., :, None])], -1) / z[..., None, None]
     return uv, z, torch.cat([torch.linalg.cross(rx[..., None, :].expand_as(A), A, dim=-1), A], dim=-1)

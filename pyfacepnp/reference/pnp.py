@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from pyfacepnp.geometry.distortion import check_distortion
 from pyfacepnp.reference.init import omega_initialisation
 from pyfacepnp.reference.objective import (
     LOSSES,
@@ -35,7 +36,7 @@ _MAX_POLISH = 2  # undamped exact-Hessian steps once the cost cannot judge steps
 _EXACT_AFTER = 10  # iterations of Gauss-Newton before the stragglers switch to Newton
 
 
-def _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations):
+def _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations, distortion, camera_model):
     for name, x, last in (("points3d", points3d, 3), ("points2d", points2d, 2)):
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] != last:
             raise ValueError(f"{name} must have shape (..., N, {last}), got {tuple(getattr(x, 'shape', ()))}")
@@ -62,26 +63,31 @@ def _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iteratio
         raise ValueError(f"huber_delta must be > 0, got {huber_delta}")
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    check_distortion(distortion, camera_model)
+    if camera_model == "fisheye" and distortion is None:
+        # As in the op: a fisheye with k = 0 is not the pinhole, so None would be ambiguous.
+        raise ValueError("camera_model='fisheye' needs its coefficients: distortion (..., 4)")
 
 
-def _invalid_problems(X, x, K, w):
-    """Per-problem flags: non-finite values, negative weights or an unusable K."""
+def _invalid_problems(X, x, K, w, D):
+    """Per-problem flags: non-finite values, negative weights or a singular K."""
     finite = torch.isfinite(X).flatten(1).all(1) & torch.isfinite(x).flatten(1).all(1)
     finite &= torch.isfinite(K).flatten(1).all(1) & torch.isfinite(w).flatten(1).all(1)
-    last_row = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
-    k_ok = (K[:, 2] == last_row).all(1) & (torch.det(K[:, :2, :2]).abs() > 0)
+    if D is not None:
+        finite &= torch.isfinite(D).all(1)
+    k_ok = torch.det(K[:, :2, :2]).abs() > 0
     return ~(finite & k_ok & (w >= 0).flatten(1).all(1))
 
 
-def _cost_in_front(R, t, X, x, K, w, used, loss, delta):
+def _cost_in_front(R, t, X, x, K, w, used, loss, delta, lens):
     """The objective, ``inf`` where a weighted point is not in front of the camera."""
-    uv, z = project(R, t, X, K)
+    uv, z = project(R, t, X, K, *lens)
     E = cost_of_residuals(uv - x, w, loss, delta)
     ok = ((z > 0) | ~used).all(-1) & torch.isfinite(E)
     return torch.where(ok, E, torch.full_like(E, float("inf")))
 
 
-def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact, polished):
+def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact, polished, lens):
     """One damped (Gauss-)Newton step for each problem given (all of them active).
 
     With ``exact``, the step uses the exact Hessian (autograd, detached) wherever it is
@@ -97,7 +103,7 @@ def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact
     and ``gain`` is the actual over the predicted decrease.
     """
     A, n = X.shape[:2]
-    uv, _, J = residual_jacobian(R, t, X, K)
+    uv, _, J = residual_jacobian(R, t, X, K, *lens)
     r = uv - x
     Wr = w * robust_weight((w * r * r).sum(-1), loss, delta)[..., None]  # (A, N, 2)
     Jf = J.reshape(A, 2 * n, 6)
@@ -116,7 +122,7 @@ def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact
     if bool(use_exact.any()):
         sel = use_exact.nonzero().squeeze(1)
         He = _exact_hessian(R[sel].detach(), t[sel].detach(), X[sel].detach(), x[sel].detach(), K[sel].detach(),
-                            w[sel].detach(), loss, delta)
+                            w[sel].detach(), loss, delta, _detached(_lens_at(lens, sel)))
         pd = torch.linalg.cholesky_ex(He)[1] == 0
         H = H.index_put((sel,), torch.where(pd[:, None, None], He, H[sel]))
         newton, ok = newton_of(H)
@@ -128,7 +134,7 @@ def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact
     step = -torch.linalg.solve(H + torch.diag_embed(damp), g)
     R_new = so3_exp(step[:, :3]) @ R
     t_new = t + step[:, 3:]
-    E_new = _cost_in_front(R_new, t_new, X, x, K, w, used, loss, delta).detach()
+    E_new = _cost_in_front(R_new, t_new, X, x, K, w, used, loss, delta, lens).detach()
     sd = step.detach()
     predicted = -((gd * sd).sum(-1) + 0.5 * (sd[:, None] @ H.detach() @ sd[:, :, None]).reshape(-1))
     gain = (E - E_new) / predicted.clamp_min(torch.finfo(E.dtype).tiny)
@@ -137,12 +143,21 @@ def _lm_iteration(R, t, E, lam, X, x, K, w, used, floor, tol, loss, delta, exact
     return R_new, t_new, E_new, converged, step_taken, accepted, gain, polishing
 
 
-def _exact_hessian(R, t, X, x, K, w, loss, delta):
+def _lens_at(lens, idx):
+    """``(distortion, camera_model)`` of the problems ``idx``."""
+    return (None if lens[0] is None else lens[0][idx], lens[1])
+
+
+def _detached(lens):
+    return (None if lens[0] is None else lens[0].detach(), lens[1])
+
+
+def _exact_hessian(R, t, X, x, K, w, loss, delta, lens):
     """``d^2 E / d theta^2`` at ``(R, t)`` by double autograd, ``(B, 6, 6)``."""
     with torch.enable_grad():
         theta = torch.zeros(R.shape[0], 6, dtype=R.dtype, device=R.device, requires_grad=True)
         Rl = so3_exp(theta[:, :3]) @ R
-        E = reprojection_cost(Rl, t + theta[:, 3:], X, x, K, w, loss, delta).sum()
+        E = reprojection_cost(Rl, t + theta[:, 3:], X, x, K, w, loss, delta, *lens).sum()
         (g,) = torch.autograd.grad(E, theta, create_graph=True)
         rows = [torch.autograd.grad(g[:, k].sum(), theta, retain_graph=k < 5)[0] for k in range(6)]
     H = torch.stack(rows, 1)
@@ -160,27 +175,32 @@ def solve_pnp_reference(
     huber_delta: float = 1.0,
     max_iterations: int = 100,
     tolerance: float = 1e-10,
+    distortion: torch.Tensor | None = None,
+    camera_model: str = "pinhole",
 ) -> PnPResult:
     """Solve batched PnP by Levenberg-Marquardt on the reprojection objective.
 
-    Minimises ``E = 1/2 sum_i rho(w_i . ||pi(K (R X_i + t)) - x_i||^2)`` per problem,
-    with the same conventions as :func:`pyfacepnp.solve_pnp` (OpenCV's camera model,
-    local pose updates ``R <- exp([dw]x) R``, ``t <- t + dt``). Without ``init`` the pose
-    starts from :func:`omega_initialisation`. A problem stops when its undamped
-    Gauss-Newton step satisfies ``|dw|_inf <= tol`` and ``|dt|_inf <= tol |t|`` with
-    ``tol = max(tolerance, 10 eps)`` of the dtype, when its cost reaches the rounding
-    floor of the pixels, or when eight damped steps in a row fail to lower the cost.
+    Minimises ``E = 1/2 sum_i rho(w_i . ||u(R X_i + t) - x_i||^2)`` per problem, with
+    ``u(Xc) = K[:2] @ (d(Xc_x / z, Xc_y / z), 1)`` for the lens ``d`` of ``distortion`` and
+    ``camera_model`` (:mod:`pyfacepnp.geometry.distortion`; without distortion ``u`` is
+    the pinhole ``pi(K Xc)``), with the same conventions as :func:`pyfacepnp.solve_pnp`
+    (OpenCV's camera models, local pose updates ``R <- exp([dw]x) R``, ``t <- t + dt``).
+    Without ``init`` the pose starts from :func:`omega_initialisation` (on the undistorted
+    rays, with a lens). A problem stops when its undamped Gauss-Newton step satisfies
+    ``|dw|_inf <= tol`` and ``|dt|_inf <= tol |t|`` with ``tol = max(tolerance, 10 eps)``
+    of the dtype, when its cost reaches the rounding floor of the pixels, or when eight
+    damped steps in a row fail to lower the cost.
     Problems still running after ten iterations switch to the exact Hessian (by
     autograd), and so does every problem once its cost can no longer tell a better pose
     from a worse one (a full step predicts a decrease below 100 eps E): it then takes at
     most two undamped Newton steps, like the op's final polish.
 
-    Statuses follow the op: non-finite inputs, negative weights, a K whose last row is
-    not ``[0, 0, 1]`` or fewer than four weighted points give ``INVALID_INPUT`` (outputs
-    ``R = I``, ``t = 0``, ``cost = 0``); a Hessian that is not positive definite at the
-    solution, or no starting pose in front of the camera, gives ``DEGENERATE``. Only
-    ``CONVERGED`` problems carry gradients and a covariance; the others' outputs are
-    detached and their covariance is zero. No problem affects another.
+    Statuses follow the op: non-finite inputs (distortion coefficients included), negative
+    weights, a K whose last row is not ``[0, 0, 1]`` or fewer than four weighted points give
+    ``INVALID_INPUT`` (outputs ``R = I``, ``t = 0``, ``cost = 0``); a Hessian that is not
+    positive definite at the solution, or no starting pose in front of the camera, gives
+    ``DEGENERATE``. Only ``CONVERGED`` problems carry gradients and a covariance; the
+    others' outputs are detached and their covariance is zero. No problem affects another.
 
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
@@ -194,6 +214,11 @@ def solve_pnp_reference(
         huber_delta: Huber threshold on ``sqrt(w . r^2)``.
         max_iterations: LM iterations at most (rejected steps count).
         tolerance: step tolerance (radians for dw, relative to |t| for dt).
+        distortion: ``None`` or ``(..., D)`` lens coefficients in OpenCV's order, ``D`` in
+            ``DISTORTION_LENGTHS[camera_model]``; leading dims broadcast with the points'.
+            Gradients reach them like every other input.
+        camera_model: ``"pinhole"`` (OpenCV's radial-tangential-thin-prism model) or
+            ``"fisheye"`` (``cv2.fisheye``, which needs ``distortion``).
 
     Returns:
         :class:`PnPResult` with ``R (..., 3, 3)``, ``t (..., 3)``, ``cost (...)``,
@@ -208,22 +233,30 @@ def solve_pnp_reference(
         >>> bool((res.status == 0).all()), bool(torch.allclose(res.t[:, 2], torch.full((4,), 6.0, dtype=torch.float64)))
         (True, True)
     """
-    _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations)
+    _check(points3d, points2d, K, weights, init, loss, huber_delta, max_iterations, distortion, camera_model)
     n = points3d.shape[-2]
     w = expand_weights(weights, points2d)
     shapes = [points3d.shape[:-2], points2d.shape[:-2], K.shape[:-2], w.shape[:-2]]
     if init is not None:
         shapes += [init[0].shape[:-2], init[1].shape[:-1]]
+    if distortion is not None:
+        shapes.append(distortion.shape[:-1])
     batch = torch.broadcast_shapes(*shapes)
     X = points3d.expand(*batch, n, 3).reshape(-1, n, 3)
     x = points2d.expand(*batch, n, 2).reshape(-1, n, 2)
-    Kb = K.expand(*batch, 3, 3).reshape(-1, 3, 3)
+    # As in the op, only K's top two rows are read: its bottom row is taken as [0, 0, 1].
+    Kb = K.expand(*batch, 3, 3).reshape(-1, 3, 3)[:, :2]
+    Kb = torch.cat([Kb, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=Kb.dtype, device=Kb.device).expand(
+        Kb.shape[0], 1, 3)], 1)
     w = w.to(X.dtype).expand(*batch, n, 2).reshape(-1, n, 2)
     B, dtype, device = X.shape[0], X.dtype, X.device
     eye = torch.eye(3, dtype=dtype, device=device)
+    D = None
+    if distortion is not None:
+        D = distortion.to(dtype).expand(*batch, distortion.shape[-1]).reshape(B, -1)
 
     # Bad problems are swapped for a harmless one so no inf/NaN enters the batched math.
-    invalid = _invalid_problems(X, x, Kb, w)
+    invalid = _invalid_problems(X, x, Kb, w, D)
     invalid |= (w.sum(-1) > 0).sum(-1) < 4
     bad = invalid
     if bool(bad.any()):
@@ -235,26 +268,29 @@ def solve_pnp_reference(
         x = torch.where(m2, dx, x)
         Kb = torch.where(m3, eye, Kb)
         w = torch.where(m2, torch.ones_like(w), w)
+        if D is not None:
+            D = torch.where(bad[:, None], 0.0, D)
+    lens = (D, camera_model)
 
     if init is None:
-        R, t = omega_initialisation(X, x, Kb, w, loss, huber_delta)
+        R, t = omega_initialisation(X, x, Kb, w, loss, huber_delta, *lens)
     used = w.sum(-1) > 0
     if init is not None:
         R = init[0].detach().to(dtype).expand(*batch, 3, 3).reshape(-1, 3, 3)
         t = init[1].detach().to(dtype).expand(*batch, 3).reshape(-1, 3)
         # As in the op: an init that puts a weighted point behind the camera is replaced
         # by the global initialisation.
-        behind = ~torch.isfinite(_cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta))
+        behind = ~torch.isfinite(_cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta, lens))
         if bool(behind.any()):
             i = behind.nonzero().squeeze(1)
-            Ri, ti = omega_initialisation(X[i], x[i], Kb[i], w[i], loss, huber_delta)
+            Ri, ti = omega_initialisation(X[i], x[i], Kb[i], w[i], loss, huber_delta, *_lens_at(lens, i))
             R, t = R.index_put((i,), Ri), t.index_put((i,), ti)
     scale = x.detach().abs().amax((1, 2)) + 1
     eps = torch.finfo(dtype).eps
     floor = 0.5 * (8 * eps * scale) ** 2 * w.detach().sum((1, 2))
     tol = max(float(tolerance), 10 * eps)
 
-    E = _cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta).detach()
+    E = _cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta, lens).detach()
     no_start = ~bad & ~torch.isfinite(E)  # every initial candidate behind the camera
     active = ~bad & ~no_start
     lam = torch.full((B,), _LAMBDA0, dtype=dtype, device=device)
@@ -271,7 +307,8 @@ def solve_pnp_reference(
         sub = (X[idx], x[idx], Kb[idx], w[idx])
         Ra, ta, Ea, la = R[idx], t[idx], E[idx], lam[idx]
         Rn, tn, En, done, step_taken, accept, gain, polishing = _lm_iteration(
-            Ra, ta, Ea, la, *sub, used[idx], floor[idx], tol, loss, huber_delta, it >= _EXACT_AFTER, polished[idx]
+            Ra, ta, Ea, la, *sub, used[idx], floor[idx], tol, loss, huber_delta, it >= _EXACT_AFTER, polished[idx],
+            _lens_at(lens, idx),
         )
         polished[idx] += polishing.to(torch.int32)
         R = R.index_put((idx,), torch.where(accept[:, None, None], Rn, Ra))
@@ -292,8 +329,9 @@ def solve_pnp_reference(
 
     status = torch.full((B,), int(PnPStatus.MAX_ITERATIONS), dtype=torch.int32, device=device)
     status[converged] = int(PnPStatus.CONVERGED)
-    cost = reprojection_cost(R, t, X, x, Kb, w, loss, huber_delta)
-    H = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), Kb.detach(), w.detach(), loss, huber_delta)
+    cost = reprojection_cost(R, t, X, x, Kb, w, loss, huber_delta, *lens)
+    H = _exact_hessian(R.detach(), t.detach(), X.detach(), x.detach(), Kb.detach(), w.detach(), loss, huber_delta,
+                       _detached(lens))
     L, info = torch.linalg.cholesky_ex(H)
     pd = (info == 0) & torch.isfinite(H).flatten(1).all(1)
     eye6 = torch.eye(6, dtype=dtype, device=device)
