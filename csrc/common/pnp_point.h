@@ -92,10 +92,11 @@ struct PointObs {
   }
 };
 
-// Point i of a problem's (N,3), (N,2), (N,2) arrays; `mask` (may be null) removes the points
-// where it is false, as a zero weight would (RANSAC's inlier set). A coordinate of zero
-// weight is removed exactly: its observed value is replaced by 0 so that whatever it holds
-// (NaN, 1e300) never meets the arithmetic of the weighted residual.
+// Point i of a problem's (N,3), (N,2), (N,2) arrays (`w` null: unit weights, never stored);
+// `mask` (may be null) removes the points where it is false, as a zero weight would
+// (RANSAC's inlier set). A coordinate of zero weight is removed exactly: its observed value is
+// replaced by 0 so that whatever it holds (NaN, 1e300) never meets the arithmetic of the
+// weighted residual.
 template <typename T, typename S>
 PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i,
                               const bool* mask = nullptr) {
@@ -103,7 +104,7 @@ PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i,
   const bool keep = mask == nullptr || mask[i];
   for (int k = 0; k < 3; ++k) o.X[k] = T(X[3 * i + k]);
   for (int k = 0; k < 2; ++k) {
-    o.w[k] = keep ? T(w[2 * i + k]) : T(0);
+    o.w[k] = !keep ? T(0) : w == nullptr ? T(1) : T(w[2 * i + k]);
     o.x[k] = o.w[k] == T(0) ? T(0) : T(x[2 * i + k]);
   }
   return o;
