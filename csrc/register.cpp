@@ -4,24 +4,26 @@
 
 TORCH_LIBRARY(pyfacepnp, m) {
   // Batched PnP. Inputs are already broadcast and flattened by the Python wrapper:
-  // points3d (B,N,3), points2d (B,N,2), K (B,3,3), weights (B,N,2), optional init (B,3,3)+(B,3).
+  // points3d (B,N,3), points2d (B,N,2), K (B,3,3), optional weights (B,N,2) (None: unit
+  // weights, read as such without a tensor), optional init (B,3,3)+(B,3).
   // loss_scales (B) float64, optional, replaces huber_delta per problem (the robust kernel's
   // scale; a problem whose scale is outside [1e-150, 1e150] is INVALID_INPUT). distortion
   // (B, D) in the points' dtype, optional: OpenCV's lens coefficients (camera_model 0, D in
   // {4, 5, 8, 12}) or the fisheye's k1..k4 (camera_model 1); see csrc/common/distortion.h.
   m.def(
-      "solve_pnp(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, Tensor? init_R, "
+      "solve_pnp(Tensor points3d, Tensor points2d, Tensor K, Tensor? weights, Tensor? init_R, "
       "Tensor? init_t, str loss, float huber_delta, int max_iterations, float tolerance, "
       "Tensor? loss_scales=None, Tensor? distortion=None, int camera_model=0) -> "
       "(Tensor R, Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance, "
       "Tensor state)");
   // Implicit-function backward of solve_pnp at its solution. `state` (B,48) float64 is the
   // forward's solution R, t and inverse exact Hessian in double, whatever the input dtype, so
-  // float32 inputs get the gradient of the float64 solution. grad_distortion is (B, D), or
-  // (B, 0) without distortion.
+  // float32 inputs get the gradient of the float64 solution. An absent upstream gradient is
+  // zero. grad_weights is (B, N, 2), the gradient at unit weights when weights is None;
+  // grad_distortion is (B, D), or (B, 0) without distortion.
   m.def(
-      "solve_pnp_backward(Tensor grad_R, Tensor grad_t, Tensor grad_cost, Tensor points3d, "
-      "Tensor points2d, Tensor K, Tensor weights, Tensor state, Tensor status, "
+      "solve_pnp_backward(Tensor? grad_R, Tensor? grad_t, Tensor? grad_cost, Tensor points3d, "
+      "Tensor points2d, Tensor K, Tensor? weights, Tensor state, Tensor status, "
       "str loss, float huber_delta, Tensor? loss_scales=None, Tensor? distortion=None, "
       "int camera_model=0) -> (Tensor grad_points3d, Tensor grad_points2d, Tensor grad_K, "
       "Tensor grad_weights, Tensor grad_distortion)");
@@ -29,7 +31,7 @@ TORCH_LIBRARY(pyfacepnp, m) {
   // the final inlier set, then inliers (B,N) bool, num_inliers (B) and trials (B) int32. Its
   // backward is solve_pnp_backward with the weights masked by the inliers.
   m.def(
-      "solve_pnp_ransac(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, str loss, "
+      "solve_pnp_ransac(Tensor points3d, Tensor points2d, Tensor K, Tensor? weights, str loss, "
       "float loss_scale, float threshold, float confidence, int max_trials, int seed, "
       "int max_iterations, float tolerance, Tensor? loss_scales=None, Tensor? distortion=None, "
       "int camera_model=0) -> (Tensor R, Tensor t, "
@@ -40,7 +42,7 @@ TORCH_LIBRARY(pyfacepnp, m) {
   // solve_minima): the solve_pnp outputs per solution, (B, k, ...) sorted by cost, then the
   // number found (B) int32. Each solution's backward is solve_pnp_backward on its state.
   m.def(
-      "solve_pnp_minima(Tensor points3d, Tensor points2d, Tensor K, Tensor weights, str loss, "
+      "solve_pnp_minima(Tensor points3d, Tensor points2d, Tensor K, Tensor? weights, str loss, "
       "float loss_scale, int num_solutions, int max_iterations, float tolerance, "
       "Tensor? loss_scales=None, Tensor? distortion=None, int camera_model=0) -> (Tensor R, "
       "Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance, Tensor state, "

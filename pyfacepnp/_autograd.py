@@ -1,4 +1,6 @@
-"""Autograd formulas of the compiled ops, each itself a registered (traceable) op."""
+"""Autograd formulas of the compiled ops, each itself a registered (traceable) op.
+solve_pnp's own (and solve_pnp_backward's double-backward guard) are in C++,
+csrc/autograd.cpp: its per-call cost matters most."""
 
 from __future__ import annotations
 
@@ -6,100 +8,114 @@ import torch
 
 from pyfacepnp._ext import ops
 
+_C = torch._C
+_LIB = torch.library.Library("pyfacepnp", "FRAGMENT")
 
-def _solve_pnp_setup(ctx, inputs, output):
-    (points3d, points2d, K, weights, _init_R, _init_t, loss, huber_delta, _it, _tol, scales,
-     distortion, camera_model) = inputs
-    _R, _t, _cost, iterations, status, cov, state = output
-    ctx.save_for_backward(points3d, points2d, K, weights, state, status, scales, distortion)
-    ctx.loss = loss
-    ctx.huber_delta = huber_delta
-    ctx.camera_model = camera_model
+
+def _register_autograd(name, backward, setup_context):
+    """The Autograd-key kernel ``torch.library.register_autograd`` installs (an
+    autograd.Function around the op), without its per-call costs, which exceed a small
+    problem's solve: it rebuilds the schema's defaults on every call (about 30 us) and
+    allocates a zero gradient for every output the loss does not use. Here ``backward`` gets
+    None for those, and ``setup_context`` the inputs with the trailing defaults, which the
+    dispatcher strips, restored."""
+    op = getattr(ops, name).default
+    defaults = tuple(a.default_value for a in op._schema.arguments)
+
+    def below_autograd(keyset, args):
+        with _C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & _C._after_autograd_keyset, *args)
+
+    def forward(ctx, keyset, *args):
+        output = below_autograd(keyset, args)
+        ctx.set_materialize_grads(False)
+        setup_context(ctx, args + defaults[len(args):], output)
+        return output
+
+    function = type(f"{name}_autograd", (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "backward": staticmethod(lambda ctx, *grads: (None, *backward(ctx, *grads))),
+    })
+
+    def kernel(keyset, *args):
+        if _C.is_grad_enabled() and _C._any_requires_grad(*args):
+            return function.apply(keyset, *args)
+        return below_autograd(keyset, args)
+
+    _LIB.impl(name, kernel, "Autograd", with_keyset=True)
+
+
+def _save_solve(ctx, points3d, points2d, K, weights, output, scales, distortion, loss,
+                loss_scale, camera_model, *extra):
+    """Save what solve_pnp_backward needs of a forward whose first 7 outputs are solve_pnp's
+    (state is output 6, status 4); ``extra`` tensors are saved after them."""
+    ctx.save_for_backward(points3d, points2d, K, weights, output[6], output[4], scales,
+                          distortion, *extra)
+    ctx.options = (loss, loss_scale, camera_model)
     # The covariance is a by-product (third derivatives would be needed to differentiate it).
-    ctx.mark_non_differentiable(iterations, status, cov, state)
+    ctx.mark_non_differentiable(*output[3:])
 
 
-def _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, _g_iter, _g_status, _g_cov, _g_state):
-    points3d, points2d, K, weights, state, status, scales, distortion = ctx.saved_tensors
-    B = state.shape[0]
-    grad_R = points3d.new_zeros((B, 3, 3)) if grad_R is None else grad_R
-    grad_t = points3d.new_zeros((B, 3)) if grad_t is None else grad_t
-    grad_cost = points3d.new_zeros((B,)) if grad_cost is None else grad_cost
+def _pnp_backward(ctx, grads, points3d, points2d, K, weights, state, status, scales, distortion):
+    """``(gX, gx, gK, gw, gD)``; gw and gD None where their input was (absent upstream
+    gradients stay None: the op reads them as zeros without a tensor of zeros)."""
+    loss, loss_scale, camera_model = ctx.options
     gX, gx, gK, gw, gD = ops.solve_pnp_backward(
-        grad_R.contiguous(), grad_t.contiguous(), grad_cost.contiguous(), points3d, points2d, K,
-        weights, state, status, ctx.loss, ctx.huber_delta, scales, distortion, ctx.camera_model,
-    )
-    return gX, gx, gK, gw, None, None, None, None, None, None, None, \
-        (gD if distortion is not None else None), None
+        *grads, points3d, points2d, K, weights, state, status, loss, loss_scale, scales,
+        distortion, camera_model)
+    return gX, gx, gK, None if weights is None else gw, None if distortion is None else gD
 
 
 def _ransac_setup(ctx, inputs, output):
-    (points3d, points2d, K, weights, loss, loss_scale, *_options, scales, distortion,
-     camera_model) = inputs
-    *_pose, iterations, status, cov, state, inliers, num_inliers, trials = output
-    # The implicit backward of the final solve, with the inlier set held fixed: solve_pnp's
-    # backward on the weights masked by the inliers.
-    masked = weights * inliers.unsqueeze(-1).to(weights.dtype)
-    ctx.save_for_backward(points3d, points2d, K, masked, state, status, scales, distortion)
-    ctx.loss = loss
-    ctx.huber_delta = loss_scale
-    ctx.camera_model = camera_model
-    ctx.mark_non_differentiable(iterations, status, cov, state, inliers, num_inliers, trials)
+    X, x, K, w, loss, loss_scale, *_options, scales, D, model = inputs
+    _save_solve(ctx, X, x, K, w, output, scales, D, loss, loss_scale, model, output[7])
 
 
 def _ransac_backward(ctx, grad_R, grad_t, grad_cost, *_non_differentiable):
-    grads = _solve_pnp_backward(ctx, grad_R, grad_t, grad_cost, None, None, None, None)
-    return grads[:4] + (None,) * 9 + (grads[11], None)
+    # The implicit backward of the final solve, with the inlier set held fixed: solve_pnp's
+    # backward on the weights masked by the inliers (unit weights: the mask itself).
+    X, x, K, w, state, status, scales, D, inliers = ctx.saved_tensors
+    mask = inliers.unsqueeze(-1).to(X.dtype)
+    masked = mask.expand(-1, -1, 2) if w is None else w * mask
+    gX, gx, gK, gw, gD = _pnp_backward(ctx, (grad_R, grad_t, grad_cost), X, x, K, masked,
+                                       state, status, scales, D)
+    return (gX, gx, gK, None if w is None else gw) + (None,) * 9 + (gD, None)
 
 
 def _minima_setup(ctx, inputs, output):
-    (points3d, points2d, K, weights, loss, loss_scale, _k, _it, _tol, scales, distortion,
-     camera_model) = inputs
-    *_pose, iterations, status, cov, state, count = output
-    ctx.save_for_backward(points3d, points2d, K, weights, state, status, scales, distortion)
-    ctx.loss = loss
-    ctx.huber_delta = loss_scale
-    ctx.camera_model = camera_model
-    ctx.mark_non_differentiable(iterations, status, cov, state, count)
+    X, x, K, w, loss, loss_scale, _k, _it, _tol, scales, D, model = inputs
+    _save_solve(ctx, X, x, K, w, output, scales, D, loss, loss_scale, model)
 
 
 def _minima_backward(ctx, grad_R, grad_t, grad_cost, *_non_differentiable):
     # Solution j of problem b is a solve_pnp problem of its own (its state): the backward of
     # the B * k flattened solutions on repeated inputs, summed over the solutions.
-    points3d, points2d, K, weights, state, status, scales, distortion = ctx.saved_tensors
+    X, x, K, w, state, status, scales, D = ctx.saved_tensors
     B, k = status.shape
     rep = lambda a: None if a is None else a.repeat_interleave(k, 0)  # noqa: E731
-    flat = lambda g, shape: (points3d.new_zeros((B * k,) + shape) if g is None  # noqa: E731
-                             else g.reshape((B * k,) + shape).contiguous())
-    grads = ops.solve_pnp_backward(
-        flat(grad_R, (3, 3)), flat(grad_t, (3,)), flat(grad_cost, ()), rep(points3d),
-        rep(points2d), rep(K), rep(weights), state.reshape(B * k, -1), status.reshape(B * k),
-        ctx.loss, ctx.huber_delta, rep(scales), rep(distortion), ctx.camera_model,
-    )
-    gX, gx, gK, gw, gD = (g.reshape((B, k) + tuple(g.shape[1:])).sum(1) for g in grads)
-    return gX, gx, gK, gw, None, None, None, None, None, None, \
-        (gD if distortion is not None else None), None
+    flat = lambda g: None if g is None else g.reshape((B * k,) + g.shape[2:])  # noqa: E731
+    grads = _pnp_backward(ctx, (flat(grad_R), flat(grad_t), flat(grad_cost)), rep(X), rep(x),
+                          rep(K), rep(w), state.reshape(B * k, -1), status.reshape(B * k),
+                          rep(scales), rep(D))
+    gX, gx, gK, gw, gD = (None if g is None else g.reshape((B, k) + g.shape[1:]).sum(1)
+                          for g in grads)
+    return (gX, gx, gK, gw) + (None,) * 6 + (gD, None)
 
 
 def _warp_setup(ctx, inputs, output):
-    points, affine = inputs
-    ctx.save_for_backward(points, affine)
+    ctx.save_for_backward(*inputs)
 
 
 def _warp_backward(ctx, grad_out):
+    if grad_out is None:  # no upstream gradient: none to either input
+        return None, None
     points, affine = ctx.saved_tensors
-    gp, ga = ops.warp_points_backward(grad_out.contiguous(), points, affine)
-    return gp, ga
+    return ops.warp_points_backward(grad_out.contiguous(), points, affine)
 
 
-torch.library.register_autograd("pyfacepnp::solve_pnp", _solve_pnp_backward, setup_context=_solve_pnp_setup)
-torch.library.register_autograd("pyfacepnp::warp_points", _warp_backward, setup_context=_warp_setup)
-torch.library.register_autograd(
-    "pyfacepnp::solve_pnp_ransac", _ransac_backward, setup_context=_ransac_setup
-)
-torch.library.register_autograd(
-    "pyfacepnp::solve_pnp_minima", _minima_backward, setup_context=_minima_setup
-)
+_register_autograd("solve_pnp_ransac", _ransac_backward, _ransac_setup)
+_register_autograd("solve_pnp_minima", _minima_backward, _minima_setup)
+_register_autograd("warp_points", _warp_backward, _warp_setup)
 
 
 def _no_double_backward(name):
@@ -111,11 +127,5 @@ def _no_double_backward(name):
     return backward
 
 
-def _no_setup(ctx, inputs, output):
-    pass
-
-
-for _op in ("solve_pnp_backward", "warp_points_backward"):
-    torch.library.register_autograd(
-        f"pyfacepnp::{_op}", _no_double_backward(_op), setup_context=_no_setup
-    )
+_register_autograd("warp_points_backward", _no_double_backward("warp_points_backward"),
+                   lambda ctx, inputs, output: None)

@@ -56,7 +56,7 @@ def _solve_pnp_backward_fake(grad_R, grad_t, grad_cost, points3d, points2d, K, w
         torch.empty_like(points3d),
         torch.empty_like(points2d),
         torch.empty_like(K),
-        torch.empty_like(weights),
+        torch.empty_like(points2d if weights is None else weights),  # unit weights' gradient
         points3d.new_empty((points3d.shape[0], n)),
     )
 

@@ -104,13 +104,26 @@ struct CpuAccumulator {
   }
 };
 
+// Problem b's accumulator over the flat arrays of `a` (forward or backward arguments); null
+// weights (unit weights) stay null rather than becoming an offset from null.
+template <bool kMasked = false, typename Args>
+auto problem_accumulator(const Args& a, int64_t b, const pfp::Camera<double>& cam,
+                         const pfp::Robust<double>& rob, bool* mask = nullptr) {
+  using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(a.X)>>;
+  const int64_t N = a.N;
+  return CpuAccumulator<scalar_t, kMasked>{a.X + b * N * 3, a.x + b * N * 2,
+                                           a.w == nullptr ? nullptr : a.w + b * N * 2,
+                                           cam, N, rob, mask};
+}
+
 // Problems per thread chunk: about 4096 point-evaluations, so that small problems are not
 // spread over threads whose start-up costs more than the work.
 int64_t grain_size(int64_t N) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
-              const at::Tensor& weights_in, const std::optional<at::Tensor>& init_R_in,
+              const std::optional<at::Tensor>& weights_in,
+              const std::optional<at::Tensor>& init_R_in,
               const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
               double huber_delta, int64_t max_iterations, double tolerance,
               const std::optional<at::Tensor>& loss_scales,
@@ -126,8 +139,7 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     a.prm.rob};
+        auto acc = problem_accumulator(a, b, cam, a.prm.rob);
         pfp::forward_problem(acc, a, b, cam, 0, 1);
       }
     });
@@ -136,9 +148,11 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cpu(
-    const at::Tensor& grad_R_in, const at::Tensor& grad_t_in, const at::Tensor& grad_cost_in,
+    const std::optional<at::Tensor>& grad_R_in, const std::optional<at::Tensor>& grad_t_in,
+    const std::optional<at::Tensor>& grad_cost_in,
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
-    const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
+    const std::optional<at::Tensor>& weights_in, const at::Tensor& state_in,
+    const at::Tensor& status_in,
     c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales,
     const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   auto call = pyfacepnp::BackwardCall::prepare(grad_R_in, grad_t_in, grad_cost_in, points3d_in,
@@ -152,8 +166,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     a.rob};
+        auto acc = problem_accumulator(a, b, cam, a.rob);
         pfp::backward_problem(acc, a, b, cam, 0, 1);
       }
     });
@@ -164,7 +177,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor, at::Tensor, at::Tensor>
 solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
-                     const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                     const at::Tensor& K_in, const std::optional<at::Tensor>& weights_in,
+                     c10::string_view loss,
                      double loss_scale, double threshold, double confidence, int64_t max_trials,
                      int64_t seed, int64_t max_iterations, double tolerance,
                      const std::optional<at::Tensor>& loss_scales,
@@ -181,8 +195,7 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        CpuAccumulator<scalar_t, true> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2,
-                                           cam, N, a.prm.rob, ra.inliers + b * N};
+        auto acc = problem_accumulator<true>(a, b, cam, a.prm.rob, ra.inliers + b * N);
         pfp::ransac_problem(acc, ra, b, cam, 0, 1);
       }
     });
@@ -193,7 +206,8 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
 solve_pnp_minima_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
-                     const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                     const at::Tensor& K_in, const std::optional<at::Tensor>& weights_in,
+                     c10::string_view loss,
                      double loss_scale, int64_t num_solutions, int64_t max_iterations,
                      double tolerance, const std::optional<at::Tensor>& loss_scales,
                      const std::optional<at::Tensor>& distortion, int64_t camera_model) {
@@ -208,8 +222,7 @@ solve_pnp_minima_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
     at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        CpuAccumulator<scalar_t> acc{a.X + b * N * 3, a.x + b * N * 2, a.w + b * N * 2, cam, N,
-                                     a.prm.rob};
+        auto acc = problem_accumulator(a, b, cam, a.prm.rob);
         pfp::minima_problem(acc, m, b, cam, 0, 1);
       }
     });

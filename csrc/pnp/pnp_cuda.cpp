@@ -34,7 +34,7 @@ void check_cuda(const at::Tensor& t, const char* op, const char* name) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
-               const at::Tensor& K_in, const at::Tensor& weights_in,
+               const at::Tensor& K_in, const std::optional<at::Tensor>& weights_in,
                const std::optional<at::Tensor>& init_R_in,
                const std::optional<at::Tensor>& init_t_in, c10::string_view loss,
                double huber_delta, int64_t max_iterations, double tolerance,
@@ -56,9 +56,11 @@ solve_pnp_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp_backward_cuda(
-    const at::Tensor& grad_R_in, const at::Tensor& grad_t_in, const at::Tensor& grad_cost_in,
+    const std::optional<at::Tensor>& grad_R_in, const std::optional<at::Tensor>& grad_t_in,
+    const std::optional<at::Tensor>& grad_cost_in,
     const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
-    const at::Tensor& weights_in, const at::Tensor& state_in, const at::Tensor& status_in,
+    const std::optional<at::Tensor>& weights_in, const at::Tensor& state_in,
+    const at::Tensor& status_in,
     c10::string_view loss, double huber_delta, const std::optional<at::Tensor>& loss_scales,
     const std::optional<at::Tensor>& distortion, int64_t camera_model) {
   check_cuda(points3d_in, "solve_pnp_backward", "points3d");
@@ -79,7 +81,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor, at::Tensor, at::Tensor>
 solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
-                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                      const at::Tensor& K_in, const std::optional<at::Tensor>& weights_in,
+                     c10::string_view loss,
                       double loss_scale, double threshold, double confidence, int64_t max_trials,
                       int64_t seed, int64_t max_iterations, double tolerance,
                       const std::optional<at::Tensor>& loss_scales,
@@ -101,7 +104,8 @@ solve_pnp_ransac_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
 solve_pnp_minima_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_in,
-                      const at::Tensor& K_in, const at::Tensor& weights_in, c10::string_view loss,
+                      const at::Tensor& K_in, const std::optional<at::Tensor>& weights_in,
+                     c10::string_view loss,
                       double loss_scale, int64_t num_solutions, int64_t max_iterations,
                       double tolerance, const std::optional<at::Tensor>& loss_scales,
                       const std::optional<at::Tensor>& distortion, int64_t camera_model) {

@@ -43,7 +43,8 @@ inline pfp::SolverParams<double> solver_params(c10::string_view loss, double hub
 }
 
 inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                             const std::optional<at::Tensor>& w,
+                             const std::optional<at::Tensor>& init_R,
                              const std::optional<at::Tensor>& init_t, c10::string_view loss,
                              double huber_delta, int64_t max_iterations, double tolerance) {
   TORCH_CHECK(X.dim() == 3 && X.size(2) == 3, "solve_pnp: points3d must have shape (B, N, 3), got ",
@@ -53,12 +54,12 @@ inline void check_pnp_inputs(const at::Tensor& X, const at::Tensor& x, const at:
               "solve_pnp: points2d must have shape (", B, ", ", N, ", 2), got ", x.sizes());
   TORCH_CHECK(K.dim() == 3 && K.size(0) == B && K.size(1) == 3 && K.size(2) == 3,
               "solve_pnp: K must have shape (", B, ", 3, 3), got ", K.sizes());
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == B && w.size(1) == N && w.size(2) == 2,
-              "solve_pnp: weights must have shape (", B, ", ", N, ", 2), got ", w.sizes());
+  TORCH_CHECK(!w || (w->dim() == 3 && w->size(0) == B && w->size(1) == N && w->size(2) == 2),
+              "solve_pnp: weights must have shape (", B, ", ", N, ", 2), got ", w->sizes());
   TORCH_CHECK(N >= 4, "solve_pnp: needs N >= 4 points per problem, got N = ", N);
   TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
               "solve_pnp: points3d must be float32 or float64, got ", X.scalar_type());
-  for (const auto* t : {&x, &K, &w})
+  for (const auto* t : {&x, &K, w ? &*w : &x})  // absent weights: points2d checked twice
     TORCH_CHECK(t->scalar_type() == X.scalar_type() && t->device() == X.device(),
                 "solve_pnp: all inputs must share dtype and device with points3d (",
                 X.scalar_type(), ", ", X.device(), "), got ", t->scalar_type(), ", ", t->device());
@@ -135,52 +136,66 @@ inline void check_loss_scales(const char* op, const std::optional<at::Tensor>& s
               scales->device());
 }
 
-inline void check_pnp_backward_inputs(const at::Tensor& gR, const at::Tensor& gt,
-                                      const at::Tensor& gc, const at::Tensor& X,
+inline void check_pnp_backward_inputs(const std::optional<at::Tensor>& gR,
+                                      const std::optional<at::Tensor>& gt,
+                                      const std::optional<at::Tensor>& gc, const at::Tensor& X,
                                       const at::Tensor& x, const at::Tensor& K,
-                                      const at::Tensor& w, const at::Tensor& state,
-                                      const at::Tensor& status) {
+                                      const std::optional<at::Tensor>& w,
+                                      const at::Tensor& state, const at::Tensor& status) {
   TORCH_CHECK(X.dim() == 3 && X.size(2) == 3,
               "solve_pnp_backward: points3d must have shape (B, N, 3), got ", X.sizes());
   const int64_t B = X.size(0), N = X.size(1);
   TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
               "solve_pnp_backward: points3d must be float32 or float64, got ", X.scalar_type());
-  TORCH_CHECK(x.scalar_type() == X.scalar_type() && w.scalar_type() == X.scalar_type(),
+  const at::Tensor& wt = w ? *w : x;  // absent weights: points2d checked twice
+  TORCH_CHECK(x.scalar_type() == X.scalar_type() && wt.scalar_type() == X.scalar_type(),
               "solve_pnp_backward: points2d and weights must have the dtype of points3d (",
-              X.scalar_type(), "), got ", x.scalar_type(), " and ", w.scalar_type());
-  TORCH_CHECK(x.sizes() == at::IntArrayRef({B, N, 2}) && w.sizes() == at::IntArrayRef({B, N, 2}),
+              X.scalar_type(), "), got ", x.scalar_type(), " and ", wt.scalar_type());
+  TORCH_CHECK(x.sizes() == at::IntArrayRef({B, N, 2}) && wt.sizes() == at::IntArrayRef({B, N, 2}),
               "solve_pnp_backward: points2d and weights must have shape (B, N, 2)");
-  TORCH_CHECK(K.sizes() == at::IntArrayRef({B, 3, 3}) && gR.sizes() == at::IntArrayRef({B, 3, 3}),
+  TORCH_CHECK(K.sizes() == at::IntArrayRef({B, 3, 3}) &&
+                  (!gR || gR->sizes() == at::IntArrayRef({B, 3, 3})),
               "solve_pnp_backward: K and grad_R must have shape (B, 3, 3)");
-  TORCH_CHECK(gt.sizes() == at::IntArrayRef({B, 3}), "solve_pnp_backward: grad_t must have shape (B, 3)");
-  TORCH_CHECK(gc.sizes() == at::IntArrayRef({B}) && status.sizes() == at::IntArrayRef({B}),
+  TORCH_CHECK(!gt || gt->sizes() == at::IntArrayRef({B, 3}),
+              "solve_pnp_backward: grad_t must have shape (B, 3)");
+  TORCH_CHECK((!gc || gc->sizes() == at::IntArrayRef({B})) &&
+                  status.sizes() == at::IntArrayRef({B}),
               "solve_pnp_backward: grad_cost and status must have shape (B,)");
   TORCH_CHECK(state.sizes() == at::IntArrayRef({B, pfp::kStateSize}) &&
                   state.scalar_type() == at::kDouble,
               "solve_pnp_backward: state must be the float64 (B, ", pfp::kStateSize,
               ") state of the forward, got ", state.scalar_type(), " ", state.sizes());
-  for (const auto* t : {&gR, &gt, &gc, &x, &K, &w, &state, &status})
+  for (const auto* g : {&gR, &gt, &gc})
+    TORCH_CHECK(!*g || (*g)->device() == X.device(), "solve_pnp_backward: all inputs must be on ",
+                X.device(), ", got ", (*g)->device());
+  for (const auto* t : {&x, &K, &wt, &state, &status})
     TORCH_CHECK(t->device() == X.device(), "solve_pnp_backward: all inputs must be on ",
                 X.device(), ", got ", t->device());
+}
+
+// An optional input made contiguous; undefined when absent (the kernels get a null pointer).
+inline at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
+  return t ? t->contiguous() : at::Tensor();
 }
 
 // Contiguous inputs; K and init in float64 (the kernels compute in double, and a K or init
 // rounded to float32 would not be the one the solution satisfies).
 struct ForwardInputs {
-  at::Tensor X, x, K, w, init_R, init_t, scales, D;  // init, scales, D undefined when absent
+  at::Tensor X, x, K, w, init_R, init_t, scales, D;  // w, init, scales, D undefined when absent
   int32_t model;
   static ForwardInputs from(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                            const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                            const std::optional<at::Tensor>& w,
+                            const std::optional<at::Tensor>& init_R,
                             const std::optional<at::Tensor>& init_t,
                             const std::optional<at::Tensor>& scales,
                             const std::optional<at::Tensor>& dist, int32_t model) {
     ForwardInputs in{X.contiguous(), x.contiguous(), K.to(at::kDouble).contiguous(),
-                     w.contiguous(), {}, {}, {}, padded_distortion(dist), model};
+                     contiguous_or_undefined(w), {}, {}, contiguous_or_undefined(scales),
+                     padded_distortion(dist), model};
     if (init_R.has_value()) {
       in.init_R = init_R->to(at::kDouble).contiguous();
       in.init_t = init_t->to(at::kDouble).contiguous();
     }
-    if (scales.has_value()) in.scales = scales->contiguous();
     return in;
   }
 };
@@ -211,7 +226,7 @@ pfp::PnPForwardArgs<scalar_t> forward_args(const ForwardInputs& in, ForwardOutpu
   pfp::PnPForwardArgs<scalar_t> a;
   a.X = in.X.data_ptr<scalar_t>();
   a.x = in.x.data_ptr<scalar_t>();
-  a.w = in.w.data_ptr<scalar_t>();
+  a.w = in.w.defined() ? in.w.data_ptr<scalar_t>() : nullptr;  // null: unit weights
   a.K = in.K.data_ptr<double>();
   a.init_R = in.init_R.defined() ? in.init_R.data_ptr<double>() : nullptr;
   a.init_t = in.init_t.defined() ? in.init_t.data_ptr<double>() : nullptr;
@@ -282,7 +297,8 @@ struct ForwardCall {
   pfp::SolverParams<double> prm;
 
   static ForwardCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                             const at::Tensor& w, const std::optional<at::Tensor>& init_R,
+                             const std::optional<at::Tensor>& w,
+                             const std::optional<at::Tensor>& init_R,
                              const std::optional<at::Tensor>& init_t, c10::string_view loss,
                              double loss_scale, int64_t max_iterations, double tolerance,
                              const std::optional<at::Tensor>& scales,
@@ -312,7 +328,8 @@ struct RansacCall {
   int64_t max_trials, seed;
 
   static RansacCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                            const at::Tensor& w, c10::string_view loss, double loss_scale,
+                            const std::optional<at::Tensor>& w, c10::string_view loss,
+                            double loss_scale,
                             double threshold, double confidence, int64_t max_trials, int64_t seed,
                             int64_t max_iterations, double tolerance,
                             const std::optional<at::Tensor>& scales,
@@ -341,7 +358,8 @@ struct MinimaCall {
   int64_t k;
 
   static MinimaCall prepare(const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                            const at::Tensor& w, c10::string_view loss, double loss_scale,
+                            const std::optional<at::Tensor>& w, c10::string_view loss,
+                            double loss_scale,
                             int64_t k, int64_t max_iterations, double tolerance,
                             const std::optional<at::Tensor>& scales,
                             const std::optional<at::Tensor>& dist, int64_t camera_model) {
@@ -375,22 +393,36 @@ struct MinimaCall {
   }
 };
 
-// Contiguous inputs; upstream gradients in the points' dtype, K in float64.
+// Contiguous inputs; upstream gradients in the points' dtype (zeros when absent: the kernels
+// read every problem's), K in float64.
 struct BackwardInputs {
-  at::Tensor gR, gt, gc, X, x, K, w, state, status, scales, D;  // scales, D undefined if absent
+  at::Tensor gR, gt, gc, X, x, K, w, state, status, scales, D;  // w, scales, D: undefined if absent
   int32_t model;
   int64_t num_coeffs;  // the caller's distortion length (0: none)
-  static BackwardInputs from(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
-                             const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                             const at::Tensor& w, const at::Tensor& state,
+  static BackwardInputs from(const std::optional<at::Tensor>& gR,
+                             const std::optional<at::Tensor>& gt,
+                             const std::optional<at::Tensor>& gc, const at::Tensor& X,
+                             const at::Tensor& x, const at::Tensor& K,
+                             const std::optional<at::Tensor>& w, const at::Tensor& state,
                              const at::Tensor& status, const std::optional<at::Tensor>& scales,
                              const std::optional<at::Tensor>& dist, int32_t model) {
-    const auto dt = X.scalar_type();
-    return {gR.to(dt).contiguous(), gt.to(dt).contiguous(), gc.to(dt).contiguous(),
-            X.contiguous(),         x.contiguous(),         K.to(at::kDouble).contiguous(),
-            w.contiguous(),         state.contiguous(),     status.to(at::kInt).contiguous(),
-            scales.has_value() ? scales->contiguous() : at::Tensor(),
-            padded_distortion(dist), model, dist.has_value() ? dist->size(1) : 0};
+    const int64_t B = X.size(0);
+    const auto grad = [&](const std::optional<at::Tensor>& g, at::IntArrayRef shape) {
+      return g ? g->to(X.scalar_type()).contiguous() : at::zeros(shape, X.options());
+    };
+    return {grad(gR, {B, 3, 3}),
+            grad(gt, {B, 3}),
+            grad(gc, {B}),
+            X.contiguous(),
+            x.contiguous(),
+            K.to(at::kDouble).contiguous(),
+            contiguous_or_undefined(w),
+            state.contiguous(),
+            status.to(at::kInt).contiguous(),
+            contiguous_or_undefined(scales),
+            padded_distortion(dist),
+            model,
+            dist.has_value() ? dist->size(1) : 0};
   }
 };
 
@@ -401,8 +433,9 @@ struct BackwardOutputs {
   int64_t num_coeffs;
   static BackwardOutputs empty_for(const BackwardInputs& in) {
     const int64_t B = in.X.size(0);
+    // gw has points2d's layout; without weights it is the gradient at unit weights.
     return {at::empty_like(in.X), at::empty_like(in.x), at::empty({B, 3, 3}, in.X.options()),
-            at::empty_like(in.w),
+            at::empty_like(in.x),
             at::empty({B, in.D.defined() ? pfp::kMaxDistortion : 0}, in.X.options()),
             in.num_coeffs};
   }
@@ -420,7 +453,7 @@ pfp::PnPBackwardArgs<scalar_t> backward_args(const BackwardInputs& in, BackwardO
   a.gc = in.gc.data_ptr<scalar_t>();
   a.X = in.X.data_ptr<scalar_t>();
   a.x = in.x.data_ptr<scalar_t>();
-  a.w = in.w.data_ptr<scalar_t>();
+  a.w = in.w.defined() ? in.w.data_ptr<scalar_t>() : nullptr;
   a.K = in.K.data_ptr<double>();
   a.state = in.state.data_ptr<double>();
   a.status = in.status.data_ptr<int32_t>();
@@ -443,9 +476,11 @@ struct BackwardCall {
   BackwardOutputs out;
   pfp::Robust<double> rob;
 
-  static BackwardCall prepare(const at::Tensor& gR, const at::Tensor& gt, const at::Tensor& gc,
-                              const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
-                              const at::Tensor& w, const at::Tensor& state,
+  static BackwardCall prepare(const std::optional<at::Tensor>& gR,
+                              const std::optional<at::Tensor>& gt,
+                              const std::optional<at::Tensor>& gc, const at::Tensor& X,
+                              const at::Tensor& x, const at::Tensor& K,
+                              const std::optional<at::Tensor>& w, const at::Tensor& state,
                               const at::Tensor& status, c10::string_view loss,
                               double loss_scale, const std::optional<at::Tensor>& scales,
                               const std::optional<at::Tensor>& dist, int64_t camera_model) {

@@ -233,7 +233,7 @@ __device__ WarpAccumulator<scalar_t, kMasked> warp_accumulator(
   WarpAccumulator<scalar_t, kMasked> acc;
   acc.X = X + 3 * b * N;
   acc.x = x + 2 * b * N;
-  acc.w = w + 2 * b * N;
+  acc.w = w == nullptr ? nullptr : w + 2 * b * N;  // null: unit weights
   acc.cam = cam;
   acc.N = N;
   acc.lane = lane;

@@ -67,10 +67,11 @@ MAX_ITERATIONS_LIMIT = 100_000
 LOSS_SCALE_RANGE = (1e-150, 1e150)  # the scale's square must be a normal float64
 
 
-def _weights_as_per_axis(weights: Optional[torch.Tensor], points2d: torch.Tensor) -> torch.Tensor:
+def _weights_as_per_axis(weights: Optional[torch.Tensor], points2d: torch.Tensor):
+    """``(..., N, 2)`` weights, or None: the op reads unit weights without a tensor of ones."""
     n = points2d.shape[-2]
     if weights is None:
-        return torch.ones((n, 2), dtype=points2d.dtype, device=points2d.device)
+        return None
     if not isinstance(weights, torch.Tensor):
         raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
     if weights.dim() >= 2 and weights.shape[-2:] == (n, 2):
@@ -202,6 +203,10 @@ def solve_pnp(
 
 def unflatten(batch, outputs):
     """The op's flat outputs ``(B, ...)`` with the batch shape restored: ``(*batch, ...)``."""
+    if len(batch) == 1:  # already so; a reshape would still add a view to the autograd graph
+        return outputs
+    if not batch:  # one problem: indexing is the cheaper view
+        return [o[0] for o in outputs]
     return [o.reshape(tuple(batch) + tuple(o.shape[1:])) for o in outputs]
 
 
@@ -262,7 +267,7 @@ def flatten_problems(points3d, points2d, K, weights, init, distortion=None,
     """Check the problem tensors and broadcast them to one flat batch ``(B, ...)``.
 
     Returns ``(batch, X, x, K, weights, init_R, init_t, distortion)`` with ``batch`` the
-    broadcast batch shape and the init and distortion tensors ``None`` when absent."""
+    broadcast batch shape and the weights, init and distortion ``None`` when absent."""
     check_tensor("points3d", points3d, ["N", 3])
     check_tensor("points2d", points2d, ["N", 2])
     check_tensor("K", K, [3, 3])
@@ -284,14 +289,14 @@ def flatten_problems(points3d, points2d, K, weights, init, distortion=None,
             f"{tuple(points3d.shape)}"
         )
     w = _weights_as_per_axis(weights, points2d)
-    check_same(["points3d", "weights"], [points3d, w])
-
     shapes = [
         ("points3d", points3d.shape[:-2]),
         ("points2d", points2d.shape[:-2]),
         ("K", K.shape[:-2]),
-        ("weights", w.shape[:-2]),
     ]
+    if w is not None:
+        check_same(["points3d", "weights"], [points3d, w])
+        shapes.append(("weights", w.shape[:-2]))
     init_R = init_t = None
     if init is not None:
         if not (isinstance(init, (tuple, list)) and len(init) == 2):
@@ -305,16 +310,18 @@ def flatten_problems(points3d, points2d, K, weights, init, distortion=None,
         shapes.append(("distortion", distortion.shape[:-1]))
     batch = broadcast_batch(shapes)
 
-    flat = (-1,)
-    X = points3d.expand(*batch, n, 3).reshape(*flat, n, 3)
-    x = points2d.expand(*batch, n, 2).reshape(*flat, n, 2)
-    Kb = K.expand(*batch, 3, 3).reshape(*flat, 3, 3)
-    wb = w.expand(*batch, n, 2).reshape(*flat, n, 2)
+    def flat(a, core):
+        """``a`` of shape ``(..., *a.shape[-core:])`` as ``(B, ...)``; a tensor already in that
+        layout is passed as it is (no view: each would be an autograd node)."""
+        tail = a.shape[-core:]
+        if a.shape[:-core] != batch:
+            a = a.expand(*batch, *tail)
+        if len(batch) == 1:
+            return a
+        return a[None] if not batch else a.reshape(-1, *tail)
+
     if init is not None:
-        init_R = init_R.detach().expand(*batch, 3, 3).reshape(*flat, 3, 3)
-        init_t = init_t.detach().expand(*batch, 3).reshape(*flat, 3)
-    D = None
-    if distortion is not None:
-        nd = distortion.shape[-1]
-        D = distortion.expand(*batch, nd).reshape(*flat, nd)
-    return batch, X, x, Kb, wb, init_R, init_t, D
+        init_R, init_t = flat(init_R.detach(), 2), flat(init_t.detach(), 1)
+    return (batch, flat(points3d, 2), flat(points2d, 2), flat(K, 2),
+            None if w is None else flat(w, 2), init_R, init_t,
+            None if distortion is None else flat(distortion, 1))
