@@ -9,7 +9,7 @@ correspondences, which the solver must still answer with a front-facing pose and
 
     python -m pyfacepnp.examples.fit_identity [--epochs 10] [--samples 65536] [--out runs/fit_identity]
 
-Writes ``metrics.json`` (per-epoch loss, test rotation and translation errors, the statuses
+Writes ``metrics_seed<seed>.json`` (per-epoch loss, test rotation and translation errors, the statuses
 of the test solves) to ``--out``.
 """
 
@@ -103,13 +103,14 @@ def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, 
             R_tgt, t_tgt = so3_exp(noise[:, :3]) @ R, t + noise[:, 3:]
             res = solve(net, R, t, torch.float32)
             ok = res.converged
-            loss = (pose_loss(res.R, res.t, R_tgt.float(), t_tgt.float()) * ok).sum() / batch
+            per = pose_loss(res.R, res.t, R_tgt.float(), t_tgt.float()) * ok
+            objective = per.sum() / batch
             opt.zero_grad()
-            loss.backward()
+            objective.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 10.0)
             opt.step()
             sched.step()
-            total += float(loss.detach())
+            total += float(objective.detach())
             dead += int((~ok).sum())
         ev = evaluate(net, test_size, seed + 1000)
         rec = dict(epoch=epoch + 1, loss=total / (samples // batch), not_converged_in_training=dead,
