@@ -19,6 +19,8 @@ from pyfacepnp.ops import (
     warp_points,
 )
 
+from pyfacepnp.pose_distribution import pose_nll  # noqa: E402  (after the ops it builds on)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "RansacResult",
     "build_info",
     "invert_affine",
+    "pose_nll",
     "solve_pnp",
     "solve_pnp_minima",
     "solve_pnp_ransac",

@@ -83,9 +83,6 @@ def bad_problems():
     Xc = s * torch.tensor([[1.0, 2.0, 0.5]], dtype=F64)
     xc = torch.tensor(project(Xc.numpy(), p.R, p.t, p.K))
     out.append(("collinear points", Xc, xc, K, w, PnPStatus.DEGENERATE))
-    t_behind = p.t.copy(); t_behind[2] = -t_behind[2]
-    xb = torch.tensor(project(p.X, p.R, t_behind, p.K))
-    out.append(("points behind the camera", X, xb, K, w, PnPStatus.DEGENERATE))
     t_plane = p.t.copy(); t_plane[2] = 0.0
     xs = torch.tensor(project(p.X, p.R, t_plane, p.K))
     out.append(("points on both sides of the camera", X, xs, K, w, PnPStatus.DEGENERATE))
@@ -174,3 +171,34 @@ def test_user_gradcheck_with_K_passes_at_the_documented_tolerance():
         w = torch.rand(10, 2, dtype=F64, generator=torch.Generator().manual_seed(seed)) + 0.5
         fn = lambda X, x, K, w: pyfacepnp.solve_pnp(X, x, K, w)[:3]  # noqa: E731
         assert torch.autograd.gradcheck(fn, tuple(a.clone().requires_grad_() for a in (X, x, K, w)))
+
+
+def test_pixels_that_fit_behind_the_camera_get_a_front_facing_minimum():
+    """A scene whose pixels fit best with every point behind the camera (the object mirrored
+    through it): no start puts the points in front, so the starts are moved in front and the
+    answer is the best front-facing minimum: CONVERGED, every point in front, gradients exact
+    (gradcheck) rather than a discarded problem."""
+    p = make_problem("random", np.random.default_rng(1), n=10)
+    t_behind = p.t.copy(); t_behind[2] = -t_behind[2]
+    X, xb = torch.tensor(p.X), torch.tensor(project(p.X, p.R, t_behind, p.K))
+    K = torch.tensor(p.K)
+    res = pyfacepnp.solve_pnp(X, xb, K)
+    assert int(res.status) == PnPStatus.CONVERGED
+    assert ((X @ res.R.T + res.t)[:, 2] > 0).all()
+    fn = lambda X, x: pyfacepnp.solve_pnp(X, x, K)[:3]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (X.clone().requires_grad_(), xb.clone().requires_grad_()))
+
+
+def test_random_correspondences_are_not_discarded():
+    """A network's first outputs: random 2D-3D correspondences (K = I, per-axis weights).
+    Every problem gets a front-facing pose and gradients (none DEGENERATE)."""
+    g = torch.Generator().manual_seed(0)
+    X = 0.1 * torch.randn(256, 64, 3, generator=g, dtype=F64)
+    x = 0.1 * torch.randn(256, 64, 2, generator=g, dtype=F64)
+    w = torch.rand(256, 64, 2, generator=g, dtype=F64).requires_grad_()
+    res = pyfacepnp.solve_pnp(X, x, torch.eye(3, dtype=F64), w, loss="huber", loss_scale=0.1)
+    assert not (res.status == PnPStatus.DEGENERATE).any()
+    assert (res.status == PnPStatus.CONVERGED).float().mean() > 0.8
+    assert ((X @ res.R.transpose(-1, -2) + res.t[:, None])[..., 2] > 0).all()
+    res.t.sum().backward()
+    assert (w.grad[res.converged].abs().sum((1, 2)) > 0).all()

@@ -278,3 +278,19 @@ def test_warp_reference_matches_op_and_inverse():
     torch.testing.assert_close(warp_points_reference(p, A), pyfacepnp.warp_points(p, A))
     back = warp_points_reference(warp_points_reference(p, A), pyfacepnp.invert_affine(A))
     torch.testing.assert_close(back, p)
+
+
+def test_scene_behind_the_camera_same_front_facing_minimum_as_the_op():
+    """Pixels that fit best with the points behind the camera: the reference moves its start
+    in front as the op does, and both reach the same front-facing minimum."""
+    from pnp_problems import project
+
+    for seed in range(4):
+        p = make_problem("random", np.random.default_rng(seed), n=12)
+        t_behind = p.t.copy(); t_behind[2] = -t_behind[2]
+        X, K = torch.tensor(p.X), torch.tensor(p.K)
+        x = torch.tensor(project(p.X, p.R, t_behind, p.K))
+        ref, op = solve_pnp_reference(X, x, K), pyfacepnp.solve_pnp(X, x, K)
+        assert int(ref.status) == int(op.status) == Status.CONVERGED
+        assert float(ref.cost) == pytest.approx(float(op.cost), rel=1e-9)
+        torch.testing.assert_close(ref.t, op.t, rtol=1e-7, atol=1e-9)

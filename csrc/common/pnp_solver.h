@@ -8,6 +8,8 @@
 //   void centroid(T* mean)                          weighted mean of the active points
 //   void omega(const T* mean, const RayMap<T>& rays, OmegaAccum<T>& out)
 //   bool normal_eq(const Pose<T>&, bool exact, NormalEq<T>& out)   false: a point at z <= 0
+//   PointObs<T> load(int64_t n); void for_each_point(F f); void reduce(double* v, int n)
+//                                                   (see common/pnp_batch.h)
 #pragma once
 #include <type_traits>
 
@@ -316,40 +318,75 @@ template <typename T>
 struct Candidate {
   bool have = false;    // some start could be refined (it had every point in front)
   bool conv = false;    // its LM converged
-  bool behind = false;  // the observations fit far better with the points behind the camera
   Pose<T> pose;
   T cost = T(0);
 };
 
+// The mean over the active points of |X - mean|_inf: the object's size, in its units.
+template <typename T, typename Acc>
+PFP_HD T mean_spread(Acc& acc, const T* mean) {
+  double s[2] = {0.0, 0.0};
+  acc.for_each_point([&](int64_t n) {
+    const PointObs<double> o = acc.load(n);
+    if (!o.active()) return;
+    double d = 0.0;
+    for (int k = 0; k < 3; ++k) d = tmax(d, tabs(o.X[k] - double(mean[k])));
+    s[0] += d;
+    s[1] += 1.0;
+  });
+  acc.reduce(s, 2);
+  return T(s[0] / tmax(s[1], 1.0));
+}
+
+// Move a start that puts a weighted point behind the camera back along its optical axis
+// (t_z grows: by the centroid's depth deficit plus the object's size, doubling) until every
+// point is in front, and evaluate it there. The reprojection error is infinite at the camera
+// plane, so the LM from there keeps every point in front. False when no shift does it.
+template <typename T, typename Acc>
+PFP_HD bool move_in_front(Acc& acc, Pose<T>& pose, NormalEq<T>& eq) {
+  T mean[3], Rm[3];
+  acc.centroid(mean);
+  matvec3(pose.R, mean, Rm);
+  T shift = tmax(-(Rm[2] + pose.t[2]), T(0)) + mean_spread(acc, mean);
+  if (!(shift > T(0)) || !is_finite(shift)) return false;
+  const T tz = pose.t[2];
+  for (int k = 0; k < 64 && is_finite(shift); ++k, shift *= T(2)) {
+    pose.t[2] = tz + shift;
+    if (acc.normal_eq(pose, false, eq) && is_finite(eq.cost)) return true;
+  }
+  return false;
+}
+
 // Refine the starts by LM and keep the lowest cost: the first start that puts every point in
 // front, then those whose object-space error is within a factor 4 of it (up to
 // kMaxCandidates; small-N and planar problems have several comparable minima, e.g. the planar
-// two-fold ambiguity). For global starts, a problem whose best object-space fit puts the
-// points behind the camera, 100x better than any front-facing fit, is flagged `behind`.
+// two-fold ambiguity). When no global start has every weighted point in front (a network's
+// early output, pixels that fit best with the scene behind the camera), the same starts are
+// moved in front (move_in_front) and refined: the answer is then the best front-facing
+// minimum the LM reaches from them, never a problem discarded.
 template <typename T, typename Acc>
 PFP_HD void refine_starts(Acc& acc, const SolverParams<T>& prm, const Pose<T>* starts,
-                          const T* ferr, int n_starts, bool global, int n_active,
-                          Candidate<T>& best, int32_t& iters) {
-  int used = 0;
-  T limit = T(0);
-  for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
-    if (used > 0 && ferr[c] > limit) break;
-    Pose<T> pose = starts[c];
-    NormalEq<T> eq;
-    if (!acc.normal_eq(pose, false, eq) || !is_finite(eq.cost)) continue;  // behind camera
-    if (used == 0) {
-      limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
-      // Below 6 points a spurious behind-camera fit can be that good by chance.
-      best.behind = global && n_active >= 6 &&
-                    T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n_starts - 1]) < ferr[c];
-    }
-    ++used;
-    const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, iters);
-    if (!best.have || eq.cost < best.cost) {
-      best.have = true;
-      best.pose = pose;
-      best.cost = eq.cost;
-      best.conv = conv;
+                          const T* ferr, int n_starts, bool global, Candidate<T>& best,
+                          int32_t& iters) {
+  for (int pass = 0; pass < (global ? 2 : 1) && !best.have; ++pass) {
+    int used = 0;
+    T limit = T(0);
+    for (int c = 0; c < n_starts && used < kMaxCandidates; ++c) {
+      if (used > 0 && ferr[c] > limit) break;
+      Pose<T> pose = starts[c];
+      NormalEq<T> eq;
+      bool front = acc.normal_eq(pose, false, eq) && is_finite(eq.cost);
+      if (!front && pass == 1) front = move_in_front(acc, pose, eq);
+      if (!front) continue;
+      if (used == 0) limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
+      ++used;
+      const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, iters);
+      if (!best.have || eq.cost < best.cost) {
+        best.have = true;
+        best.pose = pose;
+        best.cost = eq.cost;
+        best.conv = conv;
+      }
     }
   }
 }
@@ -382,14 +419,15 @@ PFP_HD void finish_candidate(Acc& acc, const SolverParams<T>& prm, const Candida
   res.pose = pose;
   res.cost = ex.cost;
   const bool definite = spd_inverse6(ex.H, prm.pd_tol, res.cov);
-  res.status = !conv ? kMaxIterations : (definite && !cand.behind ? kConverged : kDegenerate);
+  res.status = !conv ? kMaxIterations : (definite ? kConverged : kDegenerate);
   if (res.status != kConverged)
     for (int i = 0; i < 36; ++i) res.cov[i] = T(0);
 }
 
 // Solve one problem; `init` may be null. The starts are the user's init if it puts every
-// point in front of the camera, else the global start (see refine_starts). A problem with no
-// front-facing start, or flagged `behind`, is DEGENERATE.
+// point in front of the camera, else the global start (see refine_starts). The answer always
+// has every weighted point in front; a problem is DEGENERATE only when the Hessian there is
+// not positive definite, or no start can be put in front of the camera at all.
 template <typename T, typename Acc>
 PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
                           const SolverParams<T>& prm, ProblemResult<T>& res) {
@@ -409,7 +447,7 @@ PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
   for (int src = init != nullptr ? kStartGiven : kStartGlobal; src <= kStartGlobal && !best.have;
        ++src) {
     const int n = starting_poses(acc, cam, StartSource(src), &given, starts, ferr);
-    refine_starts(acc, prm, starts, ferr, n, src == kStartGlobal, n_active, best, total_iters);
+    refine_starts(acc, prm, starts, ferr, n, src == kStartGlobal, best, total_iters);
   }
   res.iterations = total_iters;
   res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite
@@ -419,9 +457,9 @@ PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
 }
 
 // Every minimum the global start finds, as SQPnP and OpenCV's solvePnPGeneric return them
-// (the planar two-fold ambiguity, the minima of small N): each distinct object-space minimum
-// that puts the points in front of the camera is refined and finished on its own iteration
-// budget; results that reach the same pose are merged; the `max_out` lowest costs are kept,
+// (the planar two-fold ambiguity, the minima of small N): each distinct object-space minimum,
+// moved in front of the camera where it is not (move_in_front), is refined and finished on its
+// own iteration budget; results that reach the same pose are merged; the `max_out` lowest costs are kept,
 // sorted. Returns their number, 0 for an invalid problem (out[0] then says why).
 template <typename T, typename Acc>
 PFP_HD int solve_minima(Acc& acc, const Camera<T>& cam, const SolverParams<T>& prm,
@@ -435,19 +473,15 @@ PFP_HD int solve_minima(Acc& acc, const Camera<T>& cam, const SolverParams<T>& p
   T ferr[kNumStarts];
   const int n = object_space_minima(acc, cam, starts, ferr);
   int count = 0;
-  bool any_front = false, behind = false;
   for (int c = 0; c < n; ++c) {
     Candidate<T> cand;
     cand.pose = starts[c];
     NormalEq<T> eq;
-    if (!acc.normal_eq(cand.pose, false, eq) || !is_finite(eq.cost)) continue;
-    if (!any_front)  // the rule of refine_starts, from the best front-facing start
-      behind = n_active >= 6 &&
-               T(100) * tmax(ferr[0], T(0)) + T(1e-9) * tabs(ferr[n - 1]) < ferr[c];
-    any_front = true;
+    if (!(acc.normal_eq(cand.pose, false, eq) && is_finite(eq.cost)) &&
+        !move_in_front(acc, cand.pose, eq))
+      continue;
     int32_t iters = 0;
     cand.have = true;
-    cand.behind = behind;
     cand.conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), cand.pose, eq, iters);
     ProblemResult<T> r;
     finish_candidate(acc, prm, cand, iters, r);

@@ -15,7 +15,9 @@ import torch
 from pyfacepnp.geometry.distortion import distort, distort_with_jacobian
 
 
-LOSSES = ("l2", "huber")
+LOSSES = ("l2", "huber")  # the reference solver's
+# The objective's robust kernels, those of the op (csrc/common/pnp_point.h, Robust).
+OBJECTIVE_LOSSES = ("l2", "huber", "cauchy", "geman_mcclure")
 
 
 def expand_weights(weights: torch.Tensor | None, points2d: torch.Tensor) -> torch.Tensor:
@@ -57,10 +59,15 @@ def project(R: torch.Tensor, t: torch.Tensor, points3d: torch.Tensor, K: torch.T
 
 
 def robust_rho(s: torch.Tensor, loss: str, delta: float) -> torch.Tensor:
-    """``rho(s)``; the Huber branch takes sqrt of a clamped value so gradients stay finite."""
+    """``rho(s)`` of the op's kernels; the Huber branch takes sqrt of a clamped value so
+    gradients stay finite."""
     if loss == "l2":
         return s
     d2 = delta * delta
+    if loss == "cauchy":
+        return d2 * torch.log1p(s / d2)
+    if loss == "geman_mcclure":
+        return d2 * s / (d2 + s)
     return torch.where(s <= d2, s, 2 * delta * s.clamp_min(d2).sqrt() - d2)
 
 
@@ -96,8 +103,8 @@ def reprojection_cost(
         points2d: ``(..., N, 2)`` observed pixels.
         K: ``(..., 3, 3)`` intrinsics.
         weights: ``None``, ``(..., N)`` or per-axis ``(..., N, 2)`` non-negative weights.
-        loss: ``"l2"`` or ``"huber"``.
-        huber_delta: Huber threshold ``d`` on ``sqrt(s)`` (pixels for unit weights).
+        loss: one of ``OBJECTIVE_LOSSES``, the op's kernels.
+        huber_delta: the kernel's scale ``d`` on ``sqrt(s)`` (pixels for unit weights).
         distortion, camera_model: the lens, as in :func:`project`.
 
     Returns:
@@ -109,8 +116,8 @@ def reprojection_cost(
         >>> reprojection_cost(torch.eye(3), torch.tensor([0.0, 0, 2]), X, x, K)
         tensor(0.5000)
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss not in OBJECTIVE_LOSSES:
+        raise ValueError(f"loss must be one of {OBJECTIVE_LOSSES}, got {loss!r}")
     uv, _ = project(R, t, points3d, K, distortion, camera_model)
     return cost_of_residuals(uv - points2d, expand_weights(weights, points2d), loss, huber_delta)
 

@@ -79,6 +79,29 @@ def _invalid_problems(X, x, K, w, D):
     return ~(finite & k_ok & (w >= 0).flatten(1).all(1))
 
 
+def _move_in_front(R, t, X, w, which):
+    """As in the op (move_in_front): a start that puts a weighted point behind the camera is
+    moved back along its optical axis, t_z growing by the centroid's depth deficit plus the
+    object's size (the mean |X - centroid|_inf), doubling until every point is in front, so no
+    problem is discarded for its start."""
+    if not bool(which.any()):
+        return t
+    used = (w > 0).any(-1)
+    X, R, t, ws = X.detach(), R.detach(), t.detach(), w.detach().sum(-1) * used
+    z = torch.where(used, (X @ R.transpose(-1, -2) + t[:, None])[..., 2], torch.inf)
+    mean = (X * ws[..., None]).sum(1) / ws.sum(-1).clamp_min(1e-300)[:, None]
+    n = used.sum(-1).clamp_min(1)
+    spread = ((X - mean[:, None]).abs().amax(-1) * used).sum(-1) / n
+    shift = (-(mean[:, None] @ R.transpose(-1, -2))[:, 0, 2] - t[:, 2]).clamp_min(0) + spread
+    for _ in range(64):
+        bad = which & ~((z + shift[:, None]) > 0).all(-1)
+        if not bool(bad.any()):
+            break
+        shift = torch.where(bad, 2 * shift, shift)
+    dz = torch.where(which, shift, 0.0).detach()
+    return t + torch.stack([torch.zeros_like(dz), torch.zeros_like(dz), dz], -1)
+
+
 def _cost_in_front(R, t, X, x, K, w, used, loss, delta, lens):
     """The objective, ``inf`` where a weighted point is not in front of the camera."""
     uv, z = project(R, t, X, K, *lens)
@@ -196,11 +219,13 @@ def solve_pnp_reference(
     most two undamped Newton steps, like the op's final polish.
 
     Statuses follow the op: non-finite inputs (distortion coefficients included), negative
-    weights, a K whose last row is not ``[0, 0, 1]`` or fewer than four weighted points give
-    ``INVALID_INPUT`` (outputs ``R = I``, ``t = 0``, ``cost = 0``); a Hessian that is not
-    positive definite at the solution, or no starting pose in front of the camera, gives
-    ``DEGENERATE``. Only ``CONVERGED`` problems carry gradients and a covariance; the
-    others' outputs are detached and their covariance is zero. No problem affects another.
+    weights, a singular K (its bottom row is ignored, as by the op) or fewer than four
+    weighted points give ``INVALID_INPUT`` (outputs ``R = I``, ``t = 0``, ``cost = 0``); a
+    Hessian that is not positive definite at the solution, or a start that no shift along the
+    optical axis puts in front of the camera, gives ``DEGENERATE`` (starts with a weighted
+    point behind the camera are moved in front, as in the op). Only ``CONVERGED`` problems
+    carry gradients and a covariance; the others' outputs are detached and their covariance
+    is zero. No problem affects another.
 
     Args:
         points3d: ``(..., N, 3)`` object points, N >= 4.
@@ -291,7 +316,9 @@ def solve_pnp_reference(
     tol = max(float(tolerance), 10 * eps)
 
     E = _cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta, lens).detach()
-    no_start = ~bad & ~torch.isfinite(E)  # every initial candidate behind the camera
+    t = _move_in_front(R, t, X, w, ~bad & ~torch.isfinite(E))
+    E = _cost_in_front(R, t, X, x, Kb, w, used, loss, huber_delta, lens).detach()
+    no_start = ~bad & ~torch.isfinite(E)  # no start could be put in front of the camera
     active = ~bad & ~no_start
     lam = torch.full((B,), _LAMBDA0, dtype=dtype, device=device)
     growth = torch.full((B,), 2.0, dtype=dtype, device=device)

@@ -1,0 +1,1 @@
+"""Runnable examples of the op inside networks (``python -m pyfacepnp.examples.<name>``)."""
