@@ -57,7 +57,8 @@ def solve_pnp_minima(
     """Every local minimum :func:`solve_pnp`'s global start finds, each refined, sorted by cost.
 
     The start minimises the object-space error over SO(3) from 24 rotations; its distinct
-    minima that put the points in front of the camera are each refined by the
+    minima (moved in front of the camera where they put a weighted point behind it) are each
+    refined by the
     Levenberg-Marquardt and exact-Newton finish of :func:`solve_pnp` (each on its own
     ``max_iterations``), results that reach the same pose are merged, and the
     ``num_solutions`` lowest costs are returned. A planar target seen at a distance has two

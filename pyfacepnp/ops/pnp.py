@@ -31,8 +31,10 @@ class PnPStatus(enum.IntEnum):
     #: are zero.
     MAX_ITERATIONS = 1
     #: The pose is not determined: the Hessian at the solution is not positive definite
-    #: (all points identical, collinear points, ...) or no starting pose puts the points in
-    #: front of the camera. Covariance and gradients are zero.
+    #: (all points identical, collinear points, a point driven onto the camera centre, ...),
+    #: or no start could be moved in front of the camera. Covariance and gradients are zero.
+    #: (Starts that put a weighted point behind the camera are moved in front and refined;
+    #: every answer has every weighted point in front: docs/training.md.)
     DEGENERATE = 2
     #: Non-finite or negative inputs, a malformed K, a malformed ``init`` (not a rotation
     #: within 1e-3, entrywise in ``R^T R - I``), fewer than 4 points with positive weight, or a
@@ -152,8 +154,7 @@ def solve_pnp(
             ``"geman_mcclure"`` (c^2 s / (c^2 + s), redescending). A robust kernel bounds the
             pull of outliers on the refinement, but the global initialisation is least
             squares: with many gross outliers (e.g. 20 % of points anywhere in the image) it
-            can start outside the inliers' basin or find no pose in front of the camera
-            (``DEGENERATE``); use :func:`solve_pnp_ransac` there.
+            can start outside the inliers' basin; use :func:`solve_pnp_ransac` there.
         loss_scale: the kernel's scale c, in units of the weighted residual norm (pixels for
             unit weights), in [1e-150, 1e150] (its square must be a normal float64); default
             1.0. Ignored by ``"l2"``. A float, or a real ``(...)`` tensor broadcasting to the
