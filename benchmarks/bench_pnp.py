@@ -9,7 +9,8 @@ reprojection cost over the best optimum any solver found for that problem (relat
 median and 95th percentile over problems; ``inf`` counts failures), and the success rate
 (rotation within 5 degrees and translation within 5 % of the ground truth). Per-sample
 loops (OpenCV) run on the first ``--cap`` problems of a batch; their time per problem is
-what was measured on those, nothing is extrapolated.
+what was measured on those, nothing is extrapolated. The call-overhead table is in
+microseconds per call instead: solve_pnp against the op it wraps, on single small problems.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # the checkout, not an ins
 import torch  # noqa: E402
 
 import pyfacepnp  # noqa: E402
-from problems import make_problems  # noqa: E402
+from problems import IMAGE_SIZE, make_problems  # noqa: E402
 from report import (  # noqa: E402
     excess,
     fmt_excess,
@@ -40,10 +41,45 @@ from report import (  # noqa: E402
     replace_section,
     score,
 )
-from solvers import OURS, measure, ours_solvers, peer_solvers, robust_solvers, set_threads  # noqa: E402
+from solvers import (  # noqa: E402
+    OURS,
+    Solver,
+    _cv_per_problem,
+    cv2,
+    measure,
+    ours_solvers,
+    peer_solvers,
+    robust_solvers,
+    set_threads,
+)
+
+try:
+    import poselib
+except ImportError:
+    poselib = None
 
 HEADER = ["solver", "us / problem", "ratio to ours", "excess cost median", "excess cost p95", "success", "measured on"]
 HUBER_DELTA = 2.0
+
+
+def _poselib_refine(X, x, K):
+    """cv2's SQPnP start refined by PoseLib's least-squares bundle adjustment (its default
+    loss is Cauchy: TRIVIAL minimises the objective every other row is scored with)."""
+    ok, rv, tv = cv2.solvePnP(X, x, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:
+        return ok, rv, tv
+    pose = poselib.CameraPose()
+    pose.R, pose.t = cv2.Rodrigues(rv)[0], tv.ravel()
+    cam = {"model": "PINHOLE", "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+           "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+    pose, _ = poselib.refine_absolute_pose(x, X, pose, cam, {"loss_type": "TRIVIAL"})
+    return True, cv2.Rodrigues(pose.R)[0], pose.t.reshape(3, 1)
+
+
+def poselib_solvers() -> list[Solver]:
+    if poselib is None or cv2 is None:
+        return []
+    return [Solver("cv2 SQPNP+PoseLib refine", lambda p: _cv_per_problem(p, _poselib_refine), per_sample=True)]
 
 
 def run_table(p, solvers, *, baseline, cap, repeats, budget_s, loss="l2", log=print):
@@ -130,6 +166,51 @@ def headline(seed, log=print):
     return text
 
 
+OVERHEAD_CALLS = 100  # calls per timing: one small call is too short to time alone
+
+
+def overhead(seed, log=print):
+    """Microseconds per call of small calls, float64: :func:`pyfacepnp.solve_pnp` and the
+    op it wraps (``torch.ops.pyfacepnp.solve_pnp`` on inputs already flat), forward, and
+    forward + backward (``torch.autograd.grad`` of R and t to points3d and points2d)."""
+    ops = torch.ops.pyfacepnp
+    p = make_problems("face", 1, 68, seed=seed)
+    cases = [("B = 0 (empty; K (3, 3) shared)", p.points3d[:0], p.points2d[:0], p.K[0])]
+    for N in (4, 68, 1220):
+        p = make_problems("face", 1, N, seed=seed)
+        cases.append((f"B = 1, N = {N}", p.points3d, p.points2d, p.K))
+        cases.append((f"one problem unbatched, N = {N}", p.points3d[0], p.points2d[0], p.K[0]))
+
+    def timed(call):
+        def run():
+            for _ in range(OVERHEAD_CALLS):
+                call()
+        return run
+
+    rows = []
+    for name, X, x, K in cases:
+        flat = [a.reshape(-1, *a.shape[-2:]).contiguous() for a in (X, x, K.expand(*X.shape[:-2], 3, 3))]
+        gR, gt = torch.randn(*X.shape[:-2], 3, 3, dtype=X.dtype), torch.randn(*X.shape[:-2], 3, dtype=X.dtype)
+        Xg, xg = X.clone().requires_grad_(), x.clone().requires_grad_()
+        Xf, xf = (a.clone().requires_grad_() for a in flat[:2])
+        bare = lambda X, x: ops.solve_pnp(X, x, flat[2], None, None, None, "l2", 1.0, 100, 1e-10)  # noqa: E731
+        runs = {
+            "solve_pnp forward": timed(lambda: pyfacepnp.solve_pnp(X, x, K)),
+            "solve_pnp forward + backward": timed(lambda: torch.autograd.grad(
+                pyfacepnp.solve_pnp(Xg, xg, K)[:2], (Xg, xg), (gR, gt))),
+            "op forward": timed(lambda: bare(*flat[:2])),
+            "op forward + backward": timed(lambda: torch.autograd.grad(
+                bare(Xf, xf)[:2], (Xf, xf), (gR.reshape(-1, 3, 3), gt.reshape(-1, 3)))),
+        }
+        times = measure(runs, repeats=15, budget_s=2.0)
+        us = {k: 1e6 * v[0] / OVERHEAD_CALLS for k, v in times.items()}
+        log(f"    {name:36s} " + "  ".join(f"{k} {v:.1f}" for k, v in us.items()) + " us")
+        rows.append([name] + [fmt_us(v) for v in us.values()])
+    header = ["call", "solve_pnp forward", "solve_pnp fwd + bwd", "bare op forward", "bare op fwd + bwd"]
+    return (markdown_table(header, rows) + f"\n\nMicroseconds per call, median of up to 15 timings of "
+            f"{OVERHEAD_CALLS} calls each, the four columns timed in turns.")
+
+
 def plot(grid_records, path: Path):
     import matplotlib
 
@@ -173,8 +254,9 @@ def main(argv=None):
     grid_B, grid_N = ((1, 16), (6, 68)) if args.quick else ((1, 64, 1024), (6, 68, 1220))
     cap = min(args.cap, 8) if args.quick else args.cap
     fam_B = 16 if args.quick else 256
-    solvers = ours_solvers() + peer_solvers()
-    sections = []
+    solvers = ours_solvers() + peer_solvers() + poselib_solvers()
+    print("call overhead")
+    sections = [("bench_pnp_overhead", overhead(args.seed))]
 
     grid_records = []
     grid_text = []
@@ -191,7 +273,8 @@ def main(argv=None):
     for family, N in (("planar", 68), ("minimal", 4), ("minimal", 5), ("minimal", 6), ("wide", 68)):
         print(f"{family} B={fam_B} N={N}")
         p = make_problems(family, fam_B, N, seed=args.seed)
-        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers(), baseline=OURS, cap=cap, repeats=9, budget_s=3.0)
+        rows, _ = run_table(p, ours_solvers(backward=False) + peer_solvers() + poselib_solvers(), baseline=OURS,
+                            cap=cap, repeats=9, budget_s=3.0)
         fam_text.append(f"#### {family}, B = {fam_B}, N = {N}\n\n" + markdown_table(HEADER, rows))
     print(f"outliers B={fam_B} N=68")
     p = make_problems("outliers", fam_B, 68, seed=args.seed)
@@ -209,7 +292,8 @@ def main(argv=None):
 
     minutes = (time.time() - t_start) / 60
     env = (
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. "
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}"
+        f"{'' if poselib is None else f', poselib {poselib.__version__}'}. "
         f"Load average (1/5/15 min) {load_start} at the start, {load_average()} at the end; "
         f"the whole run took {minutes:.1f} min."
     )
