@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pyfacepnp
-from pnp_problems import FAMILIES, batch, cost_np, make_problem, opencv_best, solve_batch
+from pnp_problems import FAMILIES, batch, cost_np, make_problem, opencv_best, random_rotation, solve_batch
 
 SIZES = {"minimal": [4, 5, 6], "planar": [4, 5, 6, 68], "face": [68, 1220], "random": [None],
          "wide": [None]}
@@ -108,7 +108,10 @@ def test_max_iterations_status():
     t0 = torch.tensor(np.stack([p.t for p in probs])) * 1.5
     res = pyfacepnp.solve_pnp(X, x, K, init=(R0, t0), max_iterations=1)
     assert (res.status == pyfacepnp.PnPStatus.MAX_ITERATIONS).all()
-    assert (res.iterations == 1).all()
+    # The init's one iteration did not converge, so the global start followed with its own.
+    assert (res.iterations == 2).all()
+    res = pyfacepnp.solve_pnp(X, x, K, max_iterations=1)
+    assert (res.status == pyfacepnp.PnPStatus.MAX_ITERATIONS).all() and (res.iterations == 1).all()
     assert torch.isfinite(res.R).all() and torch.isfinite(res.cost).all()
 
 
@@ -135,3 +138,18 @@ def test_covariance_is_inverse_of_exact_hessian():
             Hop = torch.linalg.inv(res.covariance[0])
             assert torch.allclose(Hop, H, rtol=1e-6, atol=1e-6 * H.abs().max()), (Hop - H).abs().max()
             assert torch.equal(res.covariance[0], res.covariance[0].T)
+
+
+def test_far_init_converges_through_the_global_start():
+    """An init far from the solution (a random rotation, twice the distance): when its LM
+    does not converge within max_iterations the global start follows, so the answer is the
+    global start's minimum, CONVERGED."""
+    rng = np.random.default_rng(8)
+    probs = [make_problem("face", rng, n=68) for _ in range(16)]
+    X, x, K = batch(probs)
+    t_true = torch.tensor(np.stack([p.t for p in probs]))
+    R0 = torch.tensor(np.stack([random_rotation(rng) for _ in probs]))
+    res = pyfacepnp.solve_pnp(X, x, K, init=(R0, 2 * t_true))
+    ref = pyfacepnp.solve_pnp(X, x, K)
+    assert res.converged.all()
+    torch.testing.assert_close(res.cost, ref.cost, rtol=1e-9, atol=1e-12)

@@ -301,7 +301,8 @@ PFP_HD int object_space_minima(Acc& acc, const Camera<T>& cam, Pose<T>* mins, T*
 
 // The initialiser seam: where the LM starts. kStartGiven is one pose from the caller (the
 // user's init; a robust estimator's best hypothesis), kStartGlobal the object-space minima.
-// A given start that puts a point behind the camera falls back to the global start.
+// A given start that puts a point behind the camera, or does not converge, is followed by
+// the global start (solve_problem).
 enum StartSource : int32_t { kStartGiven = 0, kStartGlobal = 1 };
 
 template <typename T, typename Acc>
@@ -443,17 +444,30 @@ PFP_HD void solve_problem(Acc& acc, const Camera<T>& cam, const Pose<T>* init,
   Pose<T> starts[kNumStarts];
   T ferr[kNumStarts];
   Candidate<T> best;
-  int32_t total_iters = 0;
-  for (int src = init != nullptr ? kStartGiven : kStartGlobal; src <= kStartGlobal && !best.have;
-       ++src) {
+  int32_t total_iters = 0, best_iters = 0;
+  // A given start that puts a point behind the camera, or whose LM does not converge within
+  // max_iterations (a far init), is followed by the global start, on a budget of its own;
+  // the lower cost among converged results wins.
+  for (int src = init != nullptr ? kStartGiven : kStartGlobal; src <= kStartGlobal; ++src) {
+    if (best.have && best.conv) break;
     const int n = starting_poses(acc, cam, StartSource(src), &given, starts, ferr);
-    refine_starts(acc, prm, starts, ferr, n, src == kStartGlobal, best, total_iters);
+    Candidate<T> cand;
+    int32_t iters = 0;
+    refine_starts(acc, prm, starts, ferr, n, src == kStartGlobal, cand, iters);
+    total_iters += iters;
+    if (cand.have && (!best.have || (cand.conv && !best.conv) ||
+                      (cand.conv == best.conv && cand.cost < best.cost))) {
+      best = cand;
+      best_iters = iters;
+    }
   }
   res.iterations = total_iters;
   res.status = kDegenerate;  // no front-facing starting pose, or Hessian not definite
   if (!best.have) return;
 
-  finish_candidate(acc, prm, best, total_iters, res);
+  // The finish continues the winner's own budget; `iterations` counts every source's.
+  finish_candidate(acc, prm, best, best_iters, res);
+  res.iterations += total_iters - best_iters;
 }
 
 // Every minimum the global start finds, as SQPnP and OpenCV's solvePnPGeneric return them

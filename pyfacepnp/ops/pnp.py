@@ -147,7 +147,9 @@ def solve_pnp(
         weights: ``(..., N)`` or ``(..., N, 2)`` non-negative weights (e.g. ``1/sigma^2``);
             ``None`` for all ones.
         init: optional ``(R (..., 3, 3), t (..., 3))`` starting pose; skips the global
-            initialisation (used anyway for problems whose init puts points behind the camera).
+            initialisation, which still follows where the init puts a point behind the
+            camera or its refinement does not converge within ``max_iterations`` (then
+            ``iterations`` counts both, up to twice ``max_iterations``).
         loss: the robust kernel rho of the squared weighted residual norm s, with scale
             c = ``loss_scale``: ``"l2"`` (rho = s), ``"huber"`` (Huber on the norm: s up to
             c^2, then 2 c sqrt(s) - c^2), ``"cauchy"`` (c^2 log(1 + s / c^2)) or
@@ -161,7 +163,8 @@ def solve_pnp(
             batch for a scale per problem (e.g. an adaptive Huber threshold); a problem whose
             scale is outside the range is ``INVALID_INPUT``. Not differentiated.
         huber_delta: deprecated alias of ``loss_scale``.
-        max_iterations: Levenberg-Marquardt iteration limit per problem, in [1, 100000].
+        max_iterations: Levenberg-Marquardt iteration limit per start (the init's, the
+            global start's), in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
             ``|dt|_inf <= tolerance * |t|``; a final exact Newton step follows, so the
             answer is at the optimum to rounding and ``torch.autograd.gradcheck`` of the op
