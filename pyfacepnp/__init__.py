@@ -19,9 +19,17 @@ from pyfacepnp.ops import (
     warp_points,
 )
 
-from pyfacepnp.pose_distribution import pose_nll  # noqa: E402  (after the ops it builds on)
-
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # pose_nll builds on the torch objective of pyfacepnp.reference, which imports the ops:
+    # loaded on first use, so that importing the package (or its geometry) does not load it.
+    if name == "pose_nll":
+        from pyfacepnp.pose_distribution import pose_nll
+
+        return pose_nll
+    raise AttributeError(f"module 'pyfacepnp' has no attribute {name!r}")
 
 __all__ = [
     "PnPMinima",
