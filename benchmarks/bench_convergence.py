@@ -23,20 +23,12 @@ import numpy as np
 import torch
 
 import pyfacepnp
+from pyfacepnp.geometry.rotation import quaternion_to_matrix
 from problems import FAMILIES, make_problems
 from report import load_average, machine_description, markdown_table, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUSES = ("CONVERGED", "MAX_ITERATIONS", "DEGENERATE", "INVALID_INPUT")
-
-
-def random_rotations(B, rng):
-    q = rng.normal(size=(B, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, a, b, c = q.T
-    return np.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                     2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                     2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)], 1).reshape(B, 3, 3)
 
 
 def random_correspondences(B, N, seed):
@@ -48,7 +40,7 @@ def random_correspondences(B, N, seed):
 
 def far_init(t_true, rng):
     B = len(t_true)
-    R = torch.tensor(random_rotations(B, rng))
+    R = torch.tensor(quaternion_to_matrix(rng.normal(size=(B, 4))))
     t = 2 * t_true + 0.3 * t_true.norm(dim=1, keepdim=True) * torch.tensor(rng.normal(size=(B, 3)))
     return R, t
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import pyfacepnp
 from pyfacepnp import PnPStatus
+from pyfacepnp.geometry.rotation import quaternion_to_matrix
 
 F64, F32 = torch.float64, torch.float32
 N = 12
@@ -29,12 +30,7 @@ N = 12
 def good_problem(rng, n=N):
     """A well-posed problem in float64: object points, pixels, K, ground-truth pose."""
     X = rng.uniform(-1, 1, (n, 3))
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    w, a, b, c = q
-    R = np.array([[1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w)],
-                  [2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w)],
-                  [2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)]])
+    R = quaternion_to_matrix(rng.normal(size=4))
     t = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(5, 8)])
     K = np.array([[600.0, 0, 320], [0, 620.0, 240], [0, 0, 1]])
     Xc = X @ R.T + t

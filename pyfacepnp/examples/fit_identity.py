@@ -25,7 +25,7 @@ from torch import nn
 
 import pyfacepnp
 from pyfacepnp.files import atomic_write
-from pyfacepnp.geometry.rotation import rotation_angle, so3_exp
+from pyfacepnp.geometry.rotation import quaternion_to_matrix, rotation_angle, so3_exp
 
 N_POINTS = 64
 TARGET_NOISE = 0.01
@@ -34,12 +34,7 @@ TRANSLATION_WEIGHT = 2.0  # the rotation term is ~|angle| * 1.4, the translation
 
 def random_poses(n, generator):
     """Uniform rotations and translations in front of the camera (x, y in [-1, 1], z in [4, 8])."""
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, a, b, c = q.unbind(-1)
-    R = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                     2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                     2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)], -1).reshape(n, 3, 3)
+    R = quaternion_to_matrix(torch.randn(n, 4, generator=generator, dtype=torch.float64))
     u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
     t = torch.stack([2 * u[:, 0] - 1, 2 * u[:, 1] - 1, 4 + 4 * u[:, 2]], -1)
     return R, t

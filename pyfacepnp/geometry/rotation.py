@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "skew", "so3_exp", "rvec_to_matrix", "matrix_to_rvec", "rotation_angle", "rotation_error_deg",
-    "nearest_rotation", "rotation_from_euler",
+    "skew", "so3_exp", "rvec_to_matrix", "matrix_to_rvec", "quaternion_to_matrix", "rotation_angle",
+    "rotation_error_deg", "nearest_rotation", "rotation_from_euler",
 ]
 
 
@@ -92,6 +92,28 @@ def rvec_to_matrix(rvec):
         array([0., 1., 0.])
     """
     return _numpy_in_numpy_out(so3_exp, rvec)
+
+
+def _quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, a, b, c = q.unbind(-1)
+    R = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
+                     2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
+                     2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)], -1)
+    return R.reshape(q.shape[:-1] + (3, 3))
+
+
+def quaternion_to_matrix(q):
+    """Rotation matrices from quaternions ``(w, x, y, z)`` (normalised first), batched; torch
+    (differentiable) or numpy. Normalised Gaussian 4-vectors give uniformly random rotations.
+
+    Example:
+        >>> quaternion_to_matrix(np.array([1.0, 0.0, 0.0, 0.0]))
+        array([[1., 0., 0.],
+               [0., 1., 0.],
+               [0., 0., 1.]])
+    """
+    return _numpy_in_numpy_out(_quaternion_to_matrix, q)
 
 
 # asin(s) / s = sum_k c_k s^(2k); with s^2 < _LOG_SERIES_S2 the terms below reach double precision.
