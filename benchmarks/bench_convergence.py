@@ -15,7 +15,6 @@ benchmarks/results/bench_convergence.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 import pyfacepnp
 from pyfacepnp.geometry.rotation import quaternion_to_matrix
 from problems import FAMILIES, make_problems
-from report import load_average, machine_description, markdown_table, replace_section
+from report import load_average, markdown_table, publish, run_header
 
 ROOT = Path(__file__).resolve().parents[1]
 STATUSES = ("CONVERGED", "MAX_ITERATIONS", "DEGENERATE", "INVALID_INPUT")
@@ -80,15 +79,11 @@ def main(argv=None):
             print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["family", "N", "start", "CONVERGED", "MAX_ITERATIONS", "DEGENERATE",
                             "mean iterations", "most iterations", "problems"], rows)
-    minutes = (time.perf_counter() - t_start) / 60
-    body = (f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. Load average "
-            f"(1/5/15 min) {load_start} at the start, {load_average()} at the end; the run took "
-            f"{minutes:.1f} min. float64, l2, `max_iterations=100` (the default).\n\n{table}\n")
+    body = (f"{run_header(load_start, t_start)} float64, l2, `max_iterations=100` (the "
+            f"default).\n\n{table}\n")
     print(body)
     if not args.quick:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
-        replace_section(args.doc, "bench_convergence", body)
+        publish("bench_convergence", body, records, args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ benchmarks/results/bench_distortion.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 import pyfacepnp
 from problems import make_problems
-from report import load_average, machine_description, markdown_table, replace_section
+from report import load_average, markdown_table, publish, run_header
 
 ROOT = Path(__file__).resolve().parents[1]
 LENSES = {  # name: (camera_model, coefficients)
@@ -129,16 +128,11 @@ def main(argv=None):
     table = markdown_table(["N", "lens", "ours pinhole us", "ours with lens us", "lens / pinhole",
                             "OpenCV best us", "OpenCV / ours", "converged", "at or below OpenCV",
                             "problems"], rows)
-    minutes = (time.perf_counter() - t_start) / 60
-    body = (f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. Load average "
-            f"(1/5/15 min) {load_start} at the start, {load_average()} at the end; the run took "
-            f"{minutes:.1f} min. One thread per solver, float64, best of {rounds} interleaved "
-            f"rounds, microseconds per problem (forward).\n\n{table}\n")
+    body = (f"{run_header(load_start, t_start)} One thread per solver, float64, best of "
+            f"{rounds} interleaved rounds, microseconds per problem (forward).\n\n{table}\n")
     print(body)
     if not args.quick:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
-        replace_section(args.doc, "bench_distortion", body)
+        publish("bench_distortion", body, records, args.json, args.doc)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 
 import pyfacepnp
 from problems import IMAGE_SIZE, make_problems
-from report import load_average, machine_description, markdown_table, replace_section
+from report import load_average, markdown_table, replace_section, run_header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,10 +149,7 @@ def main(argv=None):
                 print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["N", "outliers", "solver", "success", "inlier precision", "inlier recall",
                             "us / problem", "problems"], rows)
-    minutes = (time.perf_counter() - t_start) / 60
-    body = (f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. Load average "
-            f"(1/5/15 min) {load_start} at the start, {load_average()} at the end; the run took "
-            f"{minutes:.1f} min. Threshold {THRESHOLD} px, confidence {CONFIDENCE}, one thread "
+    body = (f"{run_header(load_start, t_start)} Threshold {THRESHOLD} px, confidence {CONFIDENCE}, one thread "
             f"per solver; time per problem is the faster of two calls on the whole batch.\n\n"
             + table)
     print(body)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,23 @@ def machine_description() -> str:
 
 def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_header(load_start: str, t_start: float) -> str:
+    """The sentence that opens a benchmark section: date, machine, load at both ends, duration
+    (``load_start`` from :func:`load_average` and ``t_start`` from ``time.perf_counter`` at the
+    start of the run)."""
+    minutes = (time.perf_counter() - t_start) / 60
+    return (f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}. Load average "
+            f"(1/5/15 min) {load_start} at the start, {load_average()} at the end; the run took "
+            f"{minutes:.1f} min.")
+
+
+def publish(section: str, body: str, records, json_path: Path, doc: Path) -> None:
+    """Write a full run's records to ``json_path`` and its ``body`` into ``doc``'s section."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(records, indent=1) + "\n")
+    replace_section(doc, section, body)
 
 
 def replace_section(path: Path, name: str, body: str) -> None:
