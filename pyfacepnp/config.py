@@ -60,6 +60,11 @@ class ModelConfig:
     stem_width: int = 16
     strides: tuple = (2, 2, 2, 1)  # per stage; a last stride of 1 keeps a finer map for the heads
     pool_grid: int = 8  # the heads read a pool_grid x pool_grid pooled map
+    # backbone stages (0 = finest) the landmark refiner samples at each landmark; () = no refiner
+    refine_maps: tuple = ()
+    # the mesh head's identity readout of both heads' hidden features, fit in closed form
+    # after stage 1 (train.readout_ridge) on data sets with face-model coefficients
+    identity_readout: bool = True
     head_hidden: int = 256
     sigma: str = "per_axis"  # "per_axis": (N, 2) log-variances, "per_point": (N,)
     detector_widths: tuple = (16, 32, 48, 64)
@@ -90,6 +95,7 @@ class TrainConfig:
     nll_beta: float = 0.5  # beta-NLL weighting of the landmark NLL (0: plain Gaussian NLL)
     edge_weight: float = 0.5
     coeff_weight: float = 1.0  # MSE on the face model coefficients (synthetic data only)
+    readout_ridge: float = 1e-2  # relative ridge penalty of the identity readout's fit
     # The identity's global scale cannot be seen in an image (a larger face farther away looks
     # the same): with scale_free, the branch terms' shape targets (vertices, edges, the scale
     # coefficient) are the ground truth without its scale component, i.e. at the mean scale
@@ -102,6 +108,11 @@ class TrainConfig:
     shape_weight: float = 10.0
     stage2_branch_weight: float = 0.1
     pnp_max_iterations: int = 30
+    # what flows through the PnP in the end-to-end arm: "wcpa" (d12 + d13 of the solved pose)
+    # or "pose_nll" (the Laplace negative log-likelihood of the GT pose, pyfacepnp.pose_nll,
+    # at pose_nll_weight, in place of d12 and d13)
+    stage2_pnp_loss: str = "wcpa"
+    pose_nll_weight: float = 0.01
     # the end-to-end experiment: one stage-2 run per seed (stage 1 shared), each with its
     # control arm (c0: the same run with the loss terms that flow through the PnP, d12 and
     # d13, switched off) when stage2_control is on

@@ -180,3 +180,31 @@ def test_solve_pose_gradients_reach_both_branches():
         return (o.camera_vertices - (X @ R.transpose(1, 2) + t[:, None])).norm(dim=-1).mean()
     fd = (f(lm.detach().double() + eps * d) - f(lm.detach().double() - eps * d)) / (2 * eps)
     assert abs(float(fd) - float(lm.grad.norm())) < 0.05 * float(lm.grad.norm())
+
+
+def test_landmark_refiner_starts_as_the_coarse_answer_and_learns():
+    fm = tiny_face_model()
+    torch.manual_seed(0)
+    plain = FaceNet(fm, crop_size=32, widths=(8, 16), depths=(1, 1), stem_width=8, head_hidden=16).eval()
+    torch.manual_seed(0)
+    refined = FaceNet(fm, crop_size=32, widths=(8, 16), depths=(1, 1), stem_width=8, head_hidden=16,
+                      refine_maps=(0, 1)).eval()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        refined.landmark_head.mlp[-1].bias.normal_()  # coarse landmarks off the crop centre
+        plain.landmark_head.mlp[-1].bias.copy_(refined.landmark_head.mlp[-1].bias)
+    a, b = plain(x), refined(x)
+    # a zero-initialised last layer: the refiner adds nothing until it is trained
+    for k in ("landmarks", "log_var", "vertices"):
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    (b["landmarks"].square().sum() + b["log_var"].sum()).backward()
+    last = refined.refiner.mlp[-1]
+    assert last.weight.grad.abs().sum() > 0 and last.bias.grad.abs().sum() > 0
+    # its offsets move the landmarks by step_px per unit, its variance term adds to the log-variance
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([1.0, -0.5, 0.25, 0.0]))
+        c = refined(x)
+    torch.testing.assert_close(c["landmarks"] - b["landmarks"],
+                               torch.tensor([4.0, -2.0]).expand(3, 50, 2), atol=1e-5, rtol=0)
+    assert torch.all(c["log_var"][..., 0] > b["log_var"][..., 0])
+    torch.testing.assert_close(c["log_var"][..., 1], b["log_var"][..., 1])

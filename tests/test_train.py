@@ -175,6 +175,19 @@ def stage2_setup(tmp_path):
     return cfg, net, batch, edges_from_triangles(fm.triangles)
 
 
+def capture_output_grads(net):
+    """A forward hook keeping the gradients of the network's vertices, landmarks and
+    log-variances: ``(captured outputs, hook handle)``."""
+    captured = {}
+
+    def keep_outputs(module, inputs, output):
+        for k in ("vertices", "landmarks", "log_var"):
+            output[k].retain_grad()
+        captured.update(output)
+
+    return captured, net.register_forward_hook(keep_outputs)
+
+
 def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     from pyfacepnp.models.pose import PoseOutput
 
@@ -199,14 +212,7 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
     # with the branch terms off, the failed sample sends no gradient into the network
     cfg.train.stage2_branch_weight = 0.0
     loss_fn = L.make_stage2_loss(cfg, edges)
-    captured = {}
-
-    def keep_outputs(module, inputs, output):
-        for k in ("vertices", "landmarks", "log_var"):
-            output[k].retain_grad()
-        captured.update(output)
-
-    handle = net.register_forward_hook(keep_outputs)
+    captured, handle = capture_output_grads(net)
     loss, _ = loss_fn(net, batch, gen())
     loss.backward()
     handle.remove()
@@ -214,6 +220,31 @@ def test_stage2_loss_masks_failed_pnp(monkeypatch, tmp_path):
         grad = captured[k].grad
         assert torch.all(grad[1] == 0), k
         assert grad[0].abs().sum() > 0 and grad[2].abs().sum() > 0, k
+
+
+def test_stage2_pose_nll_loss_trains_both_branches(tmp_path):
+    """The pose-distribution variant of stage 2: the Laplace NLL of the GT pose replaces d12 and
+    d13; it is finite, its gradient reaches both branches through the op, and the control arm
+    (no PnP terms) is the same whatever the variant."""
+    cfg, net, batch, edges = stage2_setup(tmp_path)
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    cfg.train.stage2_branch_weight = 0.0
+    cfg.train.shape_weight = 0.0  # only the term that flows through the PnP
+    cfg.train.stage2_pnp_loss = "pose_nll"
+    captured, handle = capture_output_grads(net)
+    loss, metrics = L.make_stage2_loss(cfg, edges)(net, batch, gen())
+    loss.backward()
+    handle.remove()
+    assert torch.isfinite(loss) and loss.item() != 0 and metrics["pnp_failed"] == 0
+    for k in ("vertices", "landmarks", "log_var"):
+        assert captured[k].grad.abs().sum() > 0, k
+    control_nll, _ = L.make_stage2_loss(cfg, edges, pnp_terms=False)(net, batch, gen())
+    cfg.train.stage2_pnp_loss = "wcpa"
+    control_wcpa, _ = L.make_stage2_loss(cfg, edges, pnp_terms=False)(net, batch, gen())
+    assert control_nll.item() == control_wcpa.item() == 0.0
+    cfg.train.stage2_pnp_loss = "kl"
+    with pytest.raises(ValueError, match="stage2_pnp_loss"):
+        L.make_stage2_loss(cfg, edges)
 
 
 # ---------------------------------------------------------------- end-to-end runs (real renderer)

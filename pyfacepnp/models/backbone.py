@@ -83,12 +83,21 @@ class ResNetBackbone(nn.Module):
             c = w
         self.stages = nn.Sequential(*stages)
         self.out_channels = c
+        self.stage_channels = tuple(widths)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, finest first (the last is :meth:`forward`'s)."""
+        maps, y = [], self.stem(x)
+        for stage in self.stages:
+            y = stage(y)
+            maps.append(y)
+        return maps
 
 
 class SpatialPool(nn.Module):

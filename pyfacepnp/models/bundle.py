@@ -32,7 +32,8 @@ def build_models(cfg: RunConfig, face_model=None) -> tuple[LandmarkDetector, Fac
     det = LandmarkDetector(cfg.data.detector_size, m.detector_widths, m.detector_depths,
                            m.detector_widths[0])
     net = FaceNet(face_model, cfg.data.crop_size, m.widths, m.depths, m.stem_width,
-                  m.head_hidden, m.sigma, m.strides, m.pool_grid)
+                  m.head_hidden, m.sigma, m.strides, m.pool_grid, m.refine_maps,
+                  m.identity_readout)
     return det, net
 
 
@@ -60,6 +61,8 @@ def load_bundle(path: str, face_model=None, device="cpu") -> dict:
             raise ValueError(f"checkpoint {path!r} is not a model bundle: missing {key!r} "
                              "(pass <run>/model.pt written at the end of training)")
     cfg = RunConfig.from_dict(ck["config"])
+    if "identity_readout" not in ck["config"].get("model", {}):
+        cfg.model.identity_readout = False  # written before the readout existed: it has none
     face_model = face_model or default_face_model()
     det, net1 = build_models(cfg, face_model)
     _, net2 = build_models(cfg, face_model)

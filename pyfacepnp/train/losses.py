@@ -10,6 +10,8 @@ directly as losses.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ from pyfacepnp.config import RunConfig
 from pyfacepnp.geometry.camera import pixels_to_normalized, project_to_crop
 from pyfacepnp.metrics import wcpa_terms
 from pyfacepnp.models.detector import heatmap_cross_entropy
-from pyfacepnp.models.pose import solve_pose
+from pyfacepnp.models.pose import pnp_weights, solve_pose
 from pyfacepnp.train.augment import geometric_jitter, photometric
 from pyfacepnp.train.loop import full_precision
 
@@ -163,6 +165,27 @@ def make_stage1_loss(cfg: RunConfig, edges: torch.Tensor, scale_basis: torch.Ten
 PNP_TERMS = ("d12", "d13")
 
 
+STAGE2_PNP_LOSSES = ("wcpa", "pose_nll")
+
+
+def _pose_and_nll(pred: dict, batch: dict, max_iterations: int):
+    """The solved pose (its R, t as a :class:`PoseOutput`-like pair), the Laplace NLL of the
+    GT pose (:func:`pyfacepnp.pose_nll`, weights 1/sigma^2 in frame pixels) and its validity."""
+    A = batch["crop_affine"].double()
+    lm = pyfacepnp.warp_points(pred["landmarks"].double(), pyfacepnp.invert_affine(A))
+    r = pyfacepnp.pose_nll(pred["vertices"].double(), lm, batch["K"].double(),
+                           pnp_weights(pred["log_var"].double(), A),
+                           R_target=batch["R"].double(), t_target=batch["t"].double(),
+                           max_iterations=max_iterations)
+    pose = _SolvedPose(r.result.R.float(), r.result.t.float())
+    return pose, r.nll.float(), r.valid
+
+
+class _SolvedPose(NamedTuple):
+    R: torch.Tensor
+    t: torch.Tensor
+
+
 def stage2_weights(cfg: RunConfig, pnp_terms: bool = True) -> dict:
     """The weights of stage 2's camera-space terms ``{"d12", "d13", "d14"}``; with
     ``pnp_terms=False`` (the control arm c0) those of :data:`PNP_TERMS` are 0 and the rest
@@ -186,21 +209,30 @@ def make_stage2_loss(cfg: RunConfig, edges: torch.Tensor, pnp_terms: bool = True
     functions of the predictions; augmentation draws are made before the loss).
     """
     tc = cfg.train
+    if tc.stage2_pnp_loss not in STAGE2_PNP_LOSSES:
+        raise ValueError(f"train.stage2_pnp_loss must be one of {STAGE2_PNP_LOSSES}, got {tc.stage2_pnp_loss!r}")
     w = stage2_weights(cfg, pnp_terms)
+    use_nll = pnp_terms and tc.stage2_pnp_loss == "pose_nll"
 
     def terms(pred, batch):
-        pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
-                          batch["K"], max_iterations=tc.pnp_max_iterations)
-        ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
+        if use_nll:
+            pose, nll, ok = _pose_and_nll(pred, batch, tc.pnp_max_iterations)
+        else:
+            pose = solve_pose(pred["vertices"], pred["landmarks"], pred["log_var"], batch["crop_affine"],
+                              batch["K"], max_iterations=tc.pnp_max_iterations)
+            ok = pose.status == int(pyfacepnp.PnPStatus.CONVERGED)
         # Failed problems get the GT pose (detached) in place of theirs: their terms are masked
         # out anyway, and this keeps a bad pose from putting NaN/inf into any backward pass.
         R = torch.where(ok[:, None, None], pose.R, batch["R"].detach())
         t = torch.where(ok[:, None], pose.t, batch["t"].detach())
         wcpa = wcpa_terms(pred["vertices"], R, t, batch["vertices"], batch["R"], batch["t"])
         cam = w["d14"] * wcpa.d14
-        for name in PNP_TERMS:  # a zero weight drops the term (and its gradient) entirely
-            if w[name] != 0:
-                cam = cam + w[name] * getattr(wcpa, name)
+        if use_nll:
+            cam = cam + tc.pose_nll_weight * nll
+        else:
+            for name in PNP_TERMS:  # a zero weight drops the term (and its gradient) entirely
+                if w[name] != 0:
+                    cam = cam + w[name] * getattr(wcpa, name)
         branch, metrics = branch_losses(cfg, pred, batch, edges.to(batch["crop"].device), scale_basis)
         loss = masked_mean(cam, ok) + tc.stage2_branch_weight * branch.mean()
         with torch.no_grad():

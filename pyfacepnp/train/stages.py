@@ -4,7 +4,8 @@ the networks come from :mod:`pyfacepnp.models.bundle`, the objectives from
 
 1. ``detector``: coarse 68-landmark detector on the downscaled frame (L1 + heatmaps).
 2. ``stage1``: the two branches on their own: vertex L1 + Gaussian NLL of every vertex's
-   crop pixel + edge-length L1.
+   crop pixel + edge-length L1; then the mesh head's identity readout is fit in closed form
+   (:func:`pyfacepnp.train.readout.fit_identity_readout`).
 3. ``stage2``: end to end through ``solve_pnp`` (weights 1/sigma^2): the WCPA
    camera-space distances, averaged over the samples whose PnP converged, plus the
    stage-1 terms at a small weight so sigma stays a calibrated uncertainty. It starts
@@ -36,6 +37,7 @@ from pyfacepnp.train.data import load_split
 from pyfacepnp.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from pyfacepnp.train.losses import make_detector_loss, make_stage1_loss, make_stage2_loss
 from pyfacepnp.train.loop import Stage, run_stage
+from pyfacepnp.train.readout import fit_identity_readout
 from pyfacepnp.train.statistics import train_statistics
 
 __all__ = ["STAGES", "StageSpec", "Stage2Arm", "stage2_arms", "run_training"]
@@ -146,10 +148,14 @@ def _run_training(cfg, resume, face_model, stop_after, info):
         stage = Stage(name, module, spec.steps(cfg), getattr(cfg.train, spec.lr_field), loss, **keywords)
         # (A stage skipped on resume loads its finished weights inside run_stage.)
         summaries[name] = run_stage(stage, cfg, train, info, stage_resume, stop_after.get(name))
+        finished = summaries[name]["steps"] >= spec.steps(cfg)
+        if name == "stage1" and finished and module.mesh_head.readout is not None and "id_coeffs" in train.tensors:
+            # every rank fits the same map from the same weights and split (deterministic)
+            summaries[name]["identity_readout"] = fit_identity_readout(module, train, cfg.train.readout_ridge)
         if arm is not None:
             summaries[name].update(arm=arm.arm, seed=arm.seed)
         trained[name] = module
-        if summaries[name]["steps"] < spec.steps(cfg):
+        if not finished:
             return {"stages": summaries, "stopped": True}
 
     bundle = os.path.join(cfg.run_dir, "model.pt")

@@ -1,0 +1,73 @@
+"""The mesh head's identity readout, fit in closed form after stage 1.
+
+The identity is a faint part of each crop: stochastic gradients on its coefficients leave
+them at the prior mean (on the embedded data their error stays at the coefficients'
+variance, on the training split too), while the features the landmark branch learns do
+carry it. A ridge regression over the whole training split, from both heads' hidden features
+to what the coefficient output still misses, finds it in one solve; stage 2 then fine-tunes
+the readout with everything else. The fit is deterministic (evaluation mode, no
+augmentation), so a resumed run reproduces it, and refitting a fitted readout gives the same
+map (the target excludes the readout's own output).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from pyfacepnp.metrics import vertex_error_mm
+
+__all__ = ["fit_identity_readout"]
+
+
+@torch.no_grad()
+def fit_identity_readout(net, split, ridge: float, batch_size: int = 256) -> dict:
+    """Set ``net.mesh_head.readout`` to the ridge regression of the identity coefficients'
+    residual on the readout features, over every sample of ``split`` (which must hold
+    ``id_coeffs``).
+
+    The features are standardised before the solve and the map folded back, so ``ridge``
+    is relative: the penalty is ``ridge * n`` on standardised features (``n`` samples).
+
+    Returns:
+        ``{"samples", "ridge", "seconds", "train_vertex_mm_before", "train_vertex_mm_after"}``.
+    """
+    head = net.mesh_head
+    if head.readout is None:
+        raise ValueError("the network has no identity readout (model.identity_readout)")
+    if "id_coeffs" not in split.tensors:
+        raise ValueError("the identity readout is fit on the face model's coefficients, which this data set lacks")
+    if not ridge > 0:
+        raise ValueError(f"train.readout_ridge must be > 0, got {ridge}")
+    start = time.time()
+    was_training = net.training
+    net.eval()
+    device = head.template.device
+    feats, residual, gt_vertices, before = [], [], [], []
+    n = len(split)
+    for i in range(0, n, batch_size):
+        batch = split.batch(torch.arange(i, min(i + batch_size, n)))
+        out = net(batch["crop"].to(device))
+        z = out["readout_features"].double()
+        ids = out["coeffs"][:, : head.num_id].double() - head.readout(out["readout_features"]).double()
+        feats.append(z.cpu())
+        residual.append(batch["id_coeffs"].double() - ids.cpu())
+        gt_vertices.append(batch["vertices"])
+        before.append(out["vertices"].cpu())
+    Z, Y = torch.cat(feats), torch.cat(residual)
+    mu, sd = Z.mean(0), Z.std(0).clamp_min(1e-8)
+    Zs = (Z - mu) / sd
+    y_mean = Y.mean(0)
+    gram = Zs.T @ Zs + ridge * len(Zs) * torch.eye(Zs.shape[1], dtype=Zs.dtype)
+    W = torch.linalg.solve(gram, Zs.T @ (Y - y_mean))  # (F, K_id)
+    weight = (W / sd[:, None]).T
+    head.readout.weight.copy_(weight.to(head.readout.weight))
+    head.readout.bias.copy_((y_mean - mu @ (W / sd[:, None])).to(head.readout.bias))
+    gt = torch.cat(gt_vertices)
+    after = torch.cat([net(split.batch(torch.arange(i, min(i + batch_size, n)))["crop"].to(device))["vertices"].cpu()
+                       for i in range(0, n, batch_size)])
+    net.train(was_training)
+    return {"samples": n, "ridge": ridge, "seconds": time.time() - start,
+            "train_vertex_mm_before": float(vertex_error_mm(torch.cat(before), gt).mean()),
+            "train_vertex_mm_after": float(vertex_error_mm(after, gt).mean())}
