@@ -3,8 +3,8 @@
 // With m_i = K^{-1} [x_i; 1] and Q_i = I - m_i m_i^T / |m_i|^2 (projector orthogonal to the
 // ray), the object-space error sum_i w_i |Q_i (R X_i + t)|^2 is, after eliminating the
 // optimal t = P r (r = vec R, row-major), the quadratic form r^T Omega r. Its minimum over
-// SO(3) is found by damped Newton iterations on the manifold from 24 well-spread starts
-// (the rotation group of the cube), which also enumerates the planar two-fold ambiguity and
+// SO(3) is found by trust-region Newton iterations on the unit quaternions (where it is a
+// quartic form) from 24 well-spread starts (the rotation group of the cube), which also enumerates the planar two-fold ambiguity and
 // the few local minima of small-N problems; the best front-facing minima seed the
 // reprojection LM (see pnp_solver.h and docs/math.md).
 #pragma once
@@ -75,17 +75,6 @@ PFP_HD bool omega_finish(OmegaAccum<T>& acc, T* Omega, T* P) {
   return true;
 }
 
-template <typename T>
-PFP_HD T quad9(const T* Om, const T* r) {
-  T f = T(0);
-  for (int i = 0; i < 9; ++i) {
-    T s = T(0);
-    for (int j = 0; j < 9; ++j) s += Om[9 * i + j] * r[j];
-    f += r[i] * s;
-  }
-  return f;
-}
-
 // The k-th rotation of the cube group (k in 0..23): signed permutation matrices, det +1.
 PFP_HD void cube_rotation(int k, double* R) {
   const int perms[6][3] = {{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}};
@@ -114,6 +103,16 @@ PFP_HD T rot_distance(const T* A, const T* B) {
 // leaves SO(3) (R(q) is a rotation for any unit q). See docs/math.md, "Initialisation".
 constexpr int kNumMonomials = 10;
 
+// The two quaternion components of monomial k (k < 4: a square).
+PFP_HD void monomial_factors(int k, int& a, int& b) {
+  const int fa[kNumMonomials] = {0, 1, 2, 3, 0, 0, 0, 1, 1, 2};
+  const int fb[kNumMonomials] = {0, 1, 2, 3, 1, 2, 3, 2, 3, 3};
+  a = fa[k];
+  b = fb[k];
+}
+
+// m_k = q_a q_b in monomial_factors' order, written out: the descent's innermost function
+// (GCC does not unroll the loop over monomial_factors).
 template <typename T>
 PFP_HD void quat_monomials(const T* q, T* m) {
   m[0] = q[0] * q[0];
@@ -126,36 +125,6 @@ PFP_HD void quat_monomials(const T* q, T* m) {
   m[7] = q[1] * q[2];
   m[8] = q[1] * q[3];
   m[9] = q[2] * q[3];
-}
-
-// Column k of A: vec R(q) has entry `row[j]` += coef[j] * m_k (j < count; rows row-major).
-struct MonomialColumn {
-  int count;
-  int row[3];
-  double coef[3];
-};
-
-PFP_HD MonomialColumn monomial_column(int k) {
-  switch (k) {
-    case 0: return {3, {0, 4, 8}, {1.0, 1.0, 1.0}};     // ww
-    case 1: return {3, {0, 4, 8}, {1.0, -1.0, -1.0}};   // xx
-    case 2: return {3, {0, 4, 8}, {-1.0, 1.0, -1.0}};   // yy
-    case 3: return {3, {0, 4, 8}, {-1.0, -1.0, 1.0}};   // zz
-    case 4: return {2, {5, 7, 0}, {-2.0, 2.0, 0.0}};    // wx
-    case 5: return {2, {2, 6, 0}, {2.0, -2.0, 0.0}};    // wy
-    case 6: return {2, {1, 3, 0}, {-2.0, 2.0, 0.0}};    // wz
-    case 7: return {2, {1, 3, 0}, {2.0, 2.0, 0.0}};     // xy
-    case 8: return {2, {2, 6, 0}, {2.0, 2.0, 0.0}};     // xz
-    default: return {2, {5, 7, 0}, {2.0, 2.0, 0.0}};    // yz
-  }
-}
-
-// The two quaternion components of monomial k (k < 4: a square).
-PFP_HD void monomial_factors(int k, int& a, int& b) {
-  const int fa[kNumMonomials] = {0, 1, 2, 3, 0, 0, 0, 1, 1, 2};
-  const int fb[kNumMonomials] = {0, 1, 2, 3, 1, 2, 3, 2, 3, 3};
-  a = fa[k];
-  b = fb[k];
 }
 
 // R = R(q) from the monomials of q (|q| = 1).
@@ -200,20 +169,20 @@ PFP_HD void quat_from_rotation(const T* R, T* q) {
 template <typename T>
 struct QuarticForm {
   T N[kNumMonomials * kNumMonomials];
-  T scale;  // |Omega_00| + |Omega_44| + |Omega_88|: the size of f's curvature
 };
 
 template <typename T>
 PFP_HD void quartic_form(const T* Om, QuarticForm<T>& F) {
-  // M = A^T Omega A from A's sparse columns.
-  T OA[9 * kNumMonomials];  // Omega A, column-major by monomial
+  // M = A^T Omega A, A's columns (2 or 3 non-zeros) read off rotation_from_monomials.
+  T A[kNumMonomials][9], OA[kNumMonomials][9];
   for (int k = 0; k < kNumMonomials; ++k) {
-    const MonomialColumn c = monomial_column(k);
-    for (int i = 0; i < 9; ++i) {
-      T s = T(0);
-      for (int j = 0; j < c.count; ++j) s += Om[9 * i + c.row[j]] * T(c.coef[j]);
-      OA[9 * k + i] = s;
-    }
+    T ek[kNumMonomials];
+    for (int l = 0; l < kNumMonomials; ++l) ek[l] = l == k ? T(1) : T(0);
+    rotation_from_monomials(ek, A[k]);
+    for (int i = 0; i < 9; ++i) OA[k][i] = T(0);
+    for (int j = 0; j < 9; ++j)
+      if (A[k][j] != T(0))
+        for (int i = 0; i < 9; ++i) OA[k][i] += Om[9 * i + j] * A[k][j];
   }
   // c_e: the coefficient of the quartic monomial with exponents e, indexed e0 + 5 e1 + 25 e2
   // (e3 = 4 - e0 - e1 - e2): f = sum_{k,l} M_kl m_k m_l gathers M_kl into m_k m_l's slot.
@@ -224,9 +193,8 @@ PFP_HD void quartic_form(const T* Om, QuarticForm<T>& F) {
     int a, b;
     monomial_factors(k, a, b);
     for (int l = 0; l < kNumMonomials; ++l) {
-      const MonomialColumn c = monomial_column(l);
       T M = T(0);
-      for (int j = 0; j < c.count; ++j) M += T(c.coef[j]) * OA[9 * k + c.row[j]];
+      for (int j = 0; j < 9; ++j) M += A[l][j] * OA[k][j];
       int e, d;
       monomial_factors(l, e, d);
       coef[pow5[a] + pow5[b] + pow5[e] + pow5[d]] += M;
@@ -234,23 +202,19 @@ PFP_HD void quartic_form(const T* Om, QuarticForm<T>& F) {
   }
   // f = sum_{abcd} S_abcd q_a q_b q_c q_d with S symmetric: S_abcd = c_e e! / 4!, so
   // H_ab = 12 sum_{cd} S_abcd q_c q_d = sum_k 12 S_ab(k) mult_k m_k (mult: 1 for a square, 2 else).
-  const T fact[5] = {T(1), T(1), T(2), T(6), T(24)};
+  // e! from the number of equal pairs among (a, b, c, d): 0, 1, 2 (two pairs), 3 (a triple)
+  // or 6 (all four) give 1, 2, 4, 6, 24.
+  const T fact_of_pairs[7] = {T(1), T(2), T(4), T(6), T(0), T(0), T(24)};
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b <= a; ++b)
       for (int k = 0; k < kNumMonomials; ++k) {
         int c, d;
         monomial_factors(k, c, d);
-        int e[4] = {0, 0, 0, 0};
-        ++e[a];
-        ++e[b];
-        ++e[c];
-        ++e[d];
-        const T ef = fact[e[0]] * fact[e[1]] * fact[e[2]] * fact[e[3]];
+        const int pairs = (a == b) + (a == c) + (a == d) + (b == c) + (b == d) + (c == d);
         const T mult = c == d ? T(1) : T(2);
-        F.N[kNumMonomials * sym_index(a, b) + k] =
-            T(0.5) * mult * ef * coef[e[0] + 5 * e[1] + 25 * e[2]];  // 12 / 24 = 0.5
-      }
-  F.scale = tabs(Om[0]) + tabs(Om[40]) + tabs(Om[80]);
+        F.N[kNumMonomials * sym_index(a, b) + k] = T(0.5) * mult * fact_of_pairs[pairs] *
+                                                   coef[pow5[a] + pow5[b] + pow5[c] + pow5[d]];
+      }  // 12 / 4! = 0.5
 }
 
 // The form at a unit quaternion: f, the gradient g and the packed Hessian H (sym_index).
@@ -262,6 +226,15 @@ struct QuarticEval {
   T f;
 };
 
+// out = H v for a symmetric 4x4 H in packed storage (sym_index).
+template <typename T>
+PFP_HD void sym4_matvec(const T* H, const T* v, T* out) {
+  out[0] = H[0] * v[0] + H[1] * v[1] + H[3] * v[2] + H[6] * v[3];
+  out[1] = H[1] * v[0] + H[2] * v[1] + H[4] * v[2] + H[7] * v[3];
+  out[2] = H[3] * v[0] + H[4] * v[1] + H[5] * v[2] + H[8] * v[3];
+  out[3] = H[6] * v[0] + H[7] * v[1] + H[8] * v[2] + H[9] * v[3];
+}
+
 template <typename T>
 PFP_HD void quartic_eval(const QuarticForm<T>& F, const T* q, QuarticEval<T>& e) {
   quat_monomials(q, e.m);
@@ -270,14 +243,9 @@ PFP_HD void quartic_eval(const QuarticForm<T>& F, const T* q, QuarticEval<T>& e)
     for (int k = 0; k < kNumMonomials; ++k) s += F.N[kNumMonomials * p + k] * e.m[k];
     e.H[p] = s;
   }
-  T f = T(0);
-  for (int a = 0; a < 4; ++a) {
-    T s = T(0);
-    for (int b = 0; b < 4; ++b) s += e.H[sym_index(a, b)] * q[b];
-    e.g[a] = s * (T(1) / T(3));
-    f += q[a] * e.g[a];
-  }
-  e.f = T(0.25) * f;
+  sym4_matvec(e.H, q, e.g);
+  for (int a = 0; a < 4; ++a) e.g[a] *= T(1) / T(3);
+  e.f = T(0.25) * (q[0] * e.g[0] + q[1] * e.g[1] + q[2] * e.g[2] + q[3] * e.g[3]);
 }
 
 // Column j of an orthonormal basis of the tangent space at q: q * (0, e_j), the quaternion
@@ -299,11 +267,7 @@ PFP_HD void sphere_newton_system(const QuarticEval<T>& e, const T* q, T* gr, T* 
   T HE[3][4];
   for (int j = 0; j < 3; ++j) {
     gr[j] = E[j][0] * e.g[0] + E[j][1] * e.g[1] + E[j][2] * e.g[2] + E[j][3] * e.g[3];
-    for (int a = 0; a < 4; ++a) {
-      T s = T(0);
-      for (int b = 0; b < 4; ++b) s += e.H[sym_index(a, b)] * E[j][b];
-      HE[j][a] = s;
-    }
+    sym4_matvec(e.H, E[j], HE[j]);
   }
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j <= i; ++j) {
@@ -329,6 +293,25 @@ PFP_HD void sphere_step(const T* q, const T* d, T* out) {
   for (int a = 0; a < 4; ++a) out[a] *= inv;
 }
 
+// x = H^{-1} b for a symmetric 3x3 H whose Cholesky pivots (h00, m2 / h00, det / m2, m2 the
+// leading 2x2 minor) all exceed rel_tol * max_i h_ii; false otherwise. By the adjugate: one
+// division, no square root.
+template <typename T>
+PFP_HD bool spd3_solve(const T* H, const T* b, T rel_tol, T* x) {
+  const T c00 = H[4] * H[8] - H[5] * H[7], c01 = H[5] * H[6] - H[3] * H[8],
+          c02 = H[3] * H[7] - H[4] * H[6];
+  const T m2 = H[0] * H[4] - H[1] * H[3];
+  const T det = H[0] * c00 + H[1] * c01 + H[2] * c02;
+  const T floor_ = rel_tol * tmax(H[0], tmax(H[4], H[8]));
+  if (!(H[0] > floor_ && m2 > floor_ * H[0] && det > floor_ * m2)) return false;
+  const T c11 = H[0] * H[8] - H[2] * H[6], c12 = H[2] * H[3] - H[0] * H[5];
+  const T id = T(1) / det;  // H^{-1} = C^T / det, C symmetric
+  x[0] = (c00 * b[0] + c01 * b[1] + c02 * b[2]) * id;
+  x[1] = (c01 * b[0] + c11 * b[1] + c12 * b[2]) * id;
+  x[2] = (c02 * b[0] + c12 * b[1] + m2 * b[2]) * id;
+  return is_finite(x[0] + x[1] + x[2]);
+}
+
 // Where the ray z + tau p (tau > 0) leaves the ball |.| <= radius (z inside).
 template <typename T>
 PFP_HD T to_boundary(const T* z, const T* p, T radius) {
@@ -349,11 +332,8 @@ PFP_HD T trust_region_step(const T* g, const T* H, T radius, T* d, bool& newton)
     matvec3(H, d, Hd);
     return -(dot3(g, d) + T(0.5) * dot3(d, Hd));
   };
-  T L[9];
-  for (int i = 0; i < 9; ++i) L[i] = H[i];
-  if (cholesky<T, 3>(L, T(1e-10))) {
-    for (int k = 0; k < 3; ++k) d[k] = -g[k];
-    cholesky_solve<T, 3>(L, d);
+  if (spd3_solve(H, g, T(1e-10), d)) {
+    for (int k = 0; k < 3; ++k) d[k] = -d[k];
     newton = dot3(d, d) <= radius * radius;
     if (newton) return predicted();
   }
@@ -397,8 +377,17 @@ struct SphereDescent {
 constexpr double kStartRadius = 0.5;  // ~0.93 rad of rotation: the cube starts' spacing
 constexpr double kMaxRadius = 1.0;
 constexpr double kNewtonStop = 1e-6;
-// A descent within this distance (max |R - R_min| entrywise) of a known minimum ends there.
-constexpr double kKnownBasin = 1e-2;
+// A descent within this angle (rad) of a known minimum ends there.
+constexpr double kKnownBasin = 3e-2;
+
+// Whether two rotations are within `angle` (small) of each other: 3 - tr(A B^T) =
+// 2 (1 - cos) ~ angle^2, nine products and no branch.
+template <typename T>
+PFP_HD bool near_rotation(const T* A, const T* B, T angle) {
+  T tr = T(0);
+  for (int i = 0; i < 9; ++i) tr += A[i] * B[i];
+  return T(3) - tr < angle * angle;
+}
 
 // One trust-region Newton iteration on S^3 (up to 8 trial steps, each rejected one shrinking
 // the radius). Returns false when the descent is over: a step below rounding, no decrease,
@@ -447,8 +436,8 @@ PFP_HD T quartic_descent(const QuarticForm<T>& F, T* R, int max_iter, const T* k
   for (int it = 0; it < max_iter && !dup; ++it) {
     if (!sphere_newton_iteration(F, s)) break;
     rotation_from_monomials(s.e.m, R);
-    for (int c = 0; c < n_known && !dup; ++c)  // in a known minimum's basin: it ends there
-      dup = rot_distance(R, known + c * stride) < T(kKnownBasin);
+    for (int c = 0; c < n_known; ++c)  // in a known minimum's basin: it ends there
+      dup = dup || near_rotation(R, known + c * stride, T(kKnownBasin));
   }
   rotation_from_monomials(s.e.m, R);
   return s.e.f;
