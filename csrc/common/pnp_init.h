@@ -4,9 +4,9 @@
 // ray), the object-space error sum_i w_i |Q_i (R X_i + t)|^2 is, after eliminating the
 // optimal t = P r (r = vec R, row-major), the quadratic form r^T Omega r. Its minimum over
 // SO(3) is found by trust-region Newton iterations on the unit quaternions (where it is a
-// quartic form) from 24 well-spread starts (the rotation group of the cube), which also enumerates the planar two-fold ambiguity and
-// the few local minima of small-N problems; the best front-facing minima seed the
-// reprojection LM (see pnp_solver.h and docs/math.md).
+// quartic form) from 24 well-spread starts (the rotation group of the cube), which also
+// enumerates the planar two-fold ambiguity and the few local minima of small-N problems; the
+// best front-facing minima seed the reprojection LM (see pnp_solver.h and docs/math.md).
 #pragma once
 #include "common/linalg.h"
 
@@ -165,7 +165,7 @@ PFP_HD void quat_from_rotation(const T* R, T* q) {
 // f(q) = m^T (A^T Omega A) m as the map from the monomials to the Hessian:
 // H(q)_ab = d^2 f / dq_a dq_b = sum_k N[10 p + k] m_k, p the packed index of (a, b)
 // (sym_index). Then, f being homogeneous of degree 4, grad f = H q / 3 and f = q^T H q / 12:
-// one 10x10 product per point of the descent gives f, its gradient and its Hessian.
+// one 10x10 product per iterate of the descent gives f, its gradient and its Hessian.
 template <typename T>
 struct QuarticForm {
   T N[kNumMonomials * kNumMonomials];
@@ -201,9 +201,9 @@ PFP_HD void quartic_form(const T* Om, QuarticForm<T>& F) {
     }
   }
   // f = sum_{abcd} S_abcd q_a q_b q_c q_d with S symmetric: S_abcd = c_e e! / 4!, so
-  // H_ab = 12 sum_{cd} S_abcd q_c q_d = sum_k 12 S_ab(k) mult_k m_k (mult: 1 for a square, 2 else).
-  // e! from the number of equal pairs among (a, b, c, d): 0, 1, 2 (two pairs), 3 (a triple)
-  // or 6 (all four) give 1, 2, 4, 6, 24.
+  // H_ab = 12 sum_{cd} S_abcd q_c q_d = sum_k 12 S_ab(k) mult_k m_k (mult: 1 for a square,
+  // 2 else), and 12 / 4! = 1 / 2. e! from the number of equal pairs among (a, b, c, d):
+  // 0, 1, 2 (two pairs), 3 (a triple) or 6 (all four) give 1, 2, 4, 6, 24.
   const T fact_of_pairs[7] = {T(1), T(2), T(4), T(6), T(0), T(0), T(24)};
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b <= a; ++b)
@@ -214,7 +214,7 @@ PFP_HD void quartic_form(const T* Om, QuarticForm<T>& F) {
         const T mult = c == d ? T(1) : T(2);
         F.N[kNumMonomials * sym_index(a, b) + k] = T(0.5) * mult * fact_of_pairs[pairs] *
                                                    coef[pow5[a] + pow5[b] + pow5[c] + pow5[d]];
-      }  // 12 / 4! = 0.5
+      }
 }
 
 // The form at a unit quaternion: f, the gradient g and the packed Hessian H (sym_index).
@@ -375,8 +375,8 @@ struct SphereDescent {
 };
 
 constexpr double kStartRadius = 0.5;  // ~0.93 rad of rotation: the cube starts' spacing
-constexpr double kMaxRadius = 1.0;
-constexpr double kNewtonStop = 1e-6;
+constexpr double kMaxRadius = 1.0;    // ~1.57 rad
+constexpr double kNewtonStop = 1e-6;   // a Newton step this short ends the descent
 // A descent within this angle (rad) of a known minimum ends there.
 constexpr double kKnownBasin = 3e-2;
 
@@ -409,8 +409,10 @@ PFP_HD bool sphere_newton_iteration(const QuarticForm<T>& F, SphereDescent<T>& s
     const T gain = s.e.f - en.f;
     if (gain >= T(0)) {
       const T rho = gain / pred;
-      if (rho < T(0.25)) s.radius = T(0.25) * dn;
-      else if (rho > T(0.75) && dn > T(0.99) * s.radius) s.radius = tmin(T(2) * s.radius, T(kMaxRadius));
+      if (rho < T(0.25))  // the model was poor: a smaller region
+        s.radius = T(0.25) * dn;
+      else if (rho > T(0.75) && dn > T(0.99) * s.radius)  // good and at the boundary: larger
+        s.radius = tmin(T(2) * s.radius, T(kMaxRadius));
       for (int a = 0; a < 4; ++a) s.q[a] = qn[a];
       s.e = en;
       // A Newton step of 1e-6 leaves an error of ~1e-12 (quadratic convergence): ample for

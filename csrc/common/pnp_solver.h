@@ -225,7 +225,7 @@ PFP_HD bool prepare_init(Pose<T>& P) {
 
 constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
 constexpr int kNumStarts = 24;
-constexpr int kStartIterations = 60;  // damped Newton iterations per start
+constexpr int kStartIterations = 60;  // trust-region Newton iterations per start, at most
 
 // The 24 descents are independent. An accumulator whose threads can share them out declares
 // `static constexpr bool kParallelStarts = true` and provides
@@ -242,8 +242,8 @@ struct has_parallel_starts<Acc, std::void_t<decltype(Acc::kParallelStarts)>>
 // Run in turn, a descent that enters the basin of one of the n minima found so far stops
 // early with `dup` set.
 template <typename T, typename Acc>
-PFP_HD T start_minimum(Acc& acc, const QuarticForm<T>& F, int k, T* R, const Pose<T>* found, int n,
-                       bool& dup) {
+PFP_HD T start_minimum(Acc& acc, const QuarticForm<T>& F, int k, T* R, const Pose<T>* found,
+                       int n, bool& dup) {
   dup = false;
   if constexpr (has_parallel_starts<Acc>::value) {
     return acc.start_minimum(k, R);
@@ -252,7 +252,7 @@ PFP_HD T start_minimum(Acc& acc, const QuarticForm<T>& F, int k, T* R, const Pos
     cube_rotation(k, Rd);
     for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
     return quartic_descent(F, R, kStartIterations, found[0].R, n,
-                       int(sizeof(Pose<T>) / sizeof(T)), dup);
+                           int(sizeof(Pose<T>) / sizeof(T)), dup);
   }
 }
 
