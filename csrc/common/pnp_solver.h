@@ -225,12 +225,12 @@ PFP_HD bool prepare_init(Pose<T>& P) {
 
 constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
 constexpr int kNumStarts = 24;
-constexpr int kStartIterations = 60;  // damped Newton iterations per start
+constexpr int kStartIterations = 60;  // trust-region Newton iterations per start, at most
 
 // The 24 descents are independent. An accumulator whose threads can share them out declares
 // `static constexpr bool kParallelStarts = true` and provides
-//   void descend_starts(const T* Omega)    every start, spread over its threads
-//   T start_minimum(int k, T* R)           start k's end point and error, to every thread
+//   void descend_starts(const QuarticForm<T>& F)   every start, spread over its threads
+//   T start_minimum(int k, T* R)                   start k's end point and error, to every thread
 // (the CUDA kernel gives one start to each lane of the warp); others run them in turn.
 template <typename Acc, typename = void>
 struct has_parallel_starts : std::false_type {};
@@ -242,8 +242,8 @@ struct has_parallel_starts<Acc, std::void_t<decltype(Acc::kParallelStarts)>>
 // Run in turn, a descent that enters the basin of one of the n minima found so far stops
 // early with `dup` set.
 template <typename T, typename Acc>
-PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R, const Pose<T>* found, int n,
-                       bool& dup) {
+PFP_HD T start_minimum(Acc& acc, const QuarticForm<T>& F, int k, T* R, const Pose<T>* found,
+                       int n, bool& dup) {
   dup = false;
   if constexpr (has_parallel_starts<Acc>::value) {
     return acc.start_minimum(k, R);
@@ -251,8 +251,8 @@ PFP_HD T start_minimum(Acc& acc, const T* Omega, int k, T* R, const Pose<T>* fou
     double Rd[9];
     cube_rotation(k, Rd);
     for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
-    return so3_descent(Omega, R, kStartIterations, found[0].R, n,
-                       int(sizeof(Pose<T>) / sizeof(T)), dup);
+    return quartic_descent(F, R, kStartIterations, found[0].R, n,
+                           int(sizeof(Pose<T>) / sizeof(T)), dup);
   }
 }
 
@@ -269,12 +269,14 @@ PFP_HD int object_space_minima(Acc& acc, const Camera<T>& cam, Pose<T>* mins, T*
   acc.omega(mean, rays, om);
   T Omega[81], P[27];
   if (!omega_finish(om, Omega, P)) return 0;
-  if constexpr (has_parallel_starts<Acc>::value) acc.descend_starts(Omega);
+  QuarticForm<T> F;
+  quartic_form(Omega, F);
+  if constexpr (has_parallel_starts<Acc>::value) acc.descend_starts(F);
   int n = 0;
   for (int k = 0; k < kNumStarts; ++k) {
     T R[9];
     bool dup = false;  // the same minimum reached from another start
-    const T f = start_minimum(acc, Omega, k, R, mins, n, dup);
+    const T f = start_minimum(acc, F, k, R, mins, n, dup);
     if (!is_finite(f) || dup) continue;
     for (int c = 0; c < n && !dup; ++c) dup = rot_distance(R, mins[c].R) < T(1e-5);
     if (dup) continue;

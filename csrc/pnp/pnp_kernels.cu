@@ -189,13 +189,13 @@ struct WarpAccumulator {
 
   // Lane k < 24 descends from the k-th cube rotation to its end (side by side, no descent
   // knows the others' minima; duplicates are removed by the caller); the others idle.
-  __device__ __noinline__ void descend_starts(const double* Omega) {
+  __device__ __noinline__ void descend_starts(const pfp::QuarticForm<double>& F) {
     start_f = 0.0;
     for (int i = 0; i < 9; ++i) start_R[i] = 0.0;
     if (lane < pfp::kNumStarts) {
       pfp::cube_rotation(lane, start_R);
       bool dup;
-      start_f = pfp::so3_descent<double>(Omega, start_R, pfp::kStartIterations, nullptr, 0, 0, dup);
+      start_f = pfp::quartic_descent<double>(F, start_R, pfp::kStartIterations, nullptr, 0, 0, dup);
     }
   }
 
