@@ -64,7 +64,7 @@ class ModelConfig:
     refine_maps: tuple = ()
     # the mesh head's identity readout of both heads' hidden features, fit in closed form
     # after stage 1 (train.readout_ridge) on data sets with face-model coefficients
-    identity_readout: bool = True
+    identity_readout: bool = False
     head_hidden: int = 256
     sigma: str = "per_axis"  # "per_axis": (N, 2) log-variances, "per_point": (N,)
     detector_widths: tuple = (16, 32, 48, 64)
@@ -76,7 +76,7 @@ class TrainConfig:
     """Optimisation of the three stages: detector, branches (stage 1), end to end (stage 2)."""
 
     batch_size: int = 32
-    detector_steps: int = 600
+    detector_steps: int = 1500
     stage1_steps: int = 2400
     stage2_steps: int = 400
     lr: float = 2e-3
@@ -95,7 +95,7 @@ class TrainConfig:
     nll_beta: float = 0.5  # beta-NLL weighting of the landmark NLL (0: plain Gaussian NLL)
     edge_weight: float = 0.5
     coeff_weight: float = 1.0  # MSE on the face model coefficients (synthetic data only)
-    readout_ridge: float = 1e-2  # relative ridge penalty of the identity readout's fit
+    readout_ridge: float = 0.03  # relative ridge penalty of the identity readout's fit
     # The identity's global scale cannot be seen in an image (a larger face farther away looks
     # the same): with scale_free, the branch terms' shape targets (vertices, edges, the scale
     # coefficient) are the ground truth without its scale component, i.e. at the mean scale

@@ -31,20 +31,21 @@ def _split(net, n=200):
         ids = out["coeffs"][:, :4] + z @ A + 0.2
         coeffs = torch.cat([ids, out["coeffs"][:, 4:]], -1)
         vertices = net.mesh_head.decode(coeffs)
-    return TensorSplit({"crop": crops, "id_coeffs": ids, "vertices": vertices}), ids
+    A = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(n, 2, 3).contiguous()
+    return TensorSplit({"crop": crops, "id_coeffs": ids, "vertices": vertices, "crop_affine": A}), ids
 
 
 def test_fit_recovers_the_linear_identity_and_refits_to_the_same_map():
     net = _net()
     split, ids = _split(net)
-    stats = fit_identity_readout(net, split, ridge=1e-9, batch_size=64)
+    stats = fit_identity_readout(net, split, ridge=1e-9, batch_size=64, views=0)
     assert not net.training  # the mode it was called in is kept
     with torch.no_grad():
         got = net(split.tensors["crop"])["coeffs"][:, :4]
     torch.testing.assert_close(got, ids, atol=2e-3, rtol=0)
     assert stats["samples"] == 200 and stats["train_vertex_mm_after"] < 0.01 < stats["train_vertex_mm_before"]
     w, b = net.mesh_head.readout.weight.clone(), net.mesh_head.readout.bias.clone()
-    fit_identity_readout(net, split, ridge=1e-9, batch_size=50)
+    fit_identity_readout(net, split, ridge=1e-9, batch_size=50, views=0)
     torch.testing.assert_close(net.mesh_head.readout.weight, w, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(net.mesh_head.readout.bias, b, atol=1e-5, rtol=1e-4)
 
@@ -52,7 +53,7 @@ def test_fit_recovers_the_linear_identity_and_refits_to_the_same_map():
 def test_a_strong_ridge_shrinks_the_readout_towards_the_mean_residual():
     net = _net()
     split, ids = _split(net)
-    fit_identity_readout(net, split, ridge=1e6)
+    fit_identity_readout(net, split, ridge=1e6, views=0)
     assert net.mesh_head.readout.weight.abs().max() < 1e-4
     with torch.no_grad():
         resid = ids - net.mesh_head.mlp(net.pool_mesh(net.backbone(
@@ -69,3 +70,17 @@ def test_misuse_is_refused():
         fit_identity_readout(net, TensorSplit({"crop": split.tensors["crop"]}), ridge=1e-2)
     with pytest.raises(ValueError, match="no identity readout"):
         fit_identity_readout(_net(readout=False), split, ridge=1e-2)
+
+
+def test_jittered_views_are_deterministic_and_fit_more_rows():
+    """With views > 0 the rows are training's re-crops (their targets unchanged: the identity
+    does not move with the crop), drawn from the given seed: the same seed, the same map."""
+    net = _net()
+    split, _ = _split(net, n=40)
+    a = fit_identity_readout(net, split, ridge=1e-2, views=3, seed=5)
+    w = net.mesh_head.readout.weight.clone()
+    b = fit_identity_readout(net, split, ridge=1e-2, views=3, seed=5)
+    torch.testing.assert_close(net.mesh_head.readout.weight, w, atol=1e-6, rtol=1e-5)
+    assert a["views"] == b["views"] == 3 and a["samples"] == 40
+    fit_identity_readout(net, split, ridge=1e-2, views=3, seed=6)
+    assert not torch.allclose(net.mesh_head.readout.weight, w, atol=1e-6, rtol=1e-5)
