@@ -249,13 +249,18 @@ def test_trained_pipeline_puts_the_mesh_on_the_real_faces(dlib_faces):
     fm = get_face_model()
     bundle = load_bundle(CHECKPOINT, fm)
     det, faces = dlib_faces
+    results = []
     for ph, _ in faces:
         r = measure_photo(ph, bundle, fm, det)
+        results.append(r)
         assert r["face_found"] and r["pnp_status"] == 0, ph.name
         assert r["pipeline_reference_crop"] < PIPELINE_PCT, (ph.name, r["pipeline_reference_crop"])
         assert r["rotation_vs_classical_deg"] < POSE_DEG, (ph.name, r["rotation_vs_classical_deg"])
-        # the learned detector does not find a real face, and predict says so
-        assert r["learned_warned"], (ph.name, r["learned_peak"])
+        # where the learned detector does not find the real face (its landmarks off by more
+        # than the inter-ocular distance: the astronaut), predict says so
+        if r["learned_detector"] > 100.0:
+            assert r["learned_warned"], (ph.name, r["learned_detector"], r["learned_peak"])
+    assert any(r["learned_detector"] > 100.0 for r in results), "no photograph exercises the warning"
 
 
 @needs_dlib
