@@ -33,10 +33,15 @@ struct Robust {
   int32_t kind;
   T delta;
   PFP_HD void eval(T s, T& rho, T& d1, T& d2) const {
-    if (kind <= kLossHuber)  // the common kernels first, as a short path
+    if (kind == kLossL2) {  // the common kernels first, as a short path (no sqrt for l2)
+      rho = s;
+      d1 = T(1);
+      d2 = T(0);
+    } else if (kind == kLossHuber) {
       eval_convex(s, rho, d1, d2);
-    else
+    } else {
       eval_redescending(s, rho, d1, d2);
+    }
   }
   // l2 and Huber. Both branches are computed and one is selected, so that a loop over points
   // calling this has no control flow and vectorises (pnp/pnp_cpu_simd.h); the discarded side

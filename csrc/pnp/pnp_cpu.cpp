@@ -59,6 +59,9 @@ struct CpuAccumulator {
 
   mutable pyfacepnp::PointsSoA* soa = nullptr;  // set by check() when the fast path applies
 
+  // Whatever N: a problem padded with zero-weight points must give exactly (bitwise) the
+  // unpadded answer, which holds only when both take the same path (the padding adds zeros to
+  // the same lanes).
   bool vectorised() const {
     return !kMasked && !cam.distorted() && rob.kind <= pfp::kLossHuber;
   }
