@@ -25,6 +25,42 @@ struct RayMap {
   int32_t model;
 };
 
+// The plain pinhole's closed forms, free of branches once iz = 1/z is known: Camera's fast
+// path, and the CPU's vectorised point passes (pnp/pnp_cpu_simd.h), which call them on every
+// point with a safe z and mask the points behind the camera instead of returning early.
+template <typename T>
+struct Pinhole {
+  const T* K;  // row-major 3x3; rows 0 and 1 are read
+
+  PFP_HD void project(const T* Xc, T iz, T* u, T (*du)[3]) const {
+    for (int a = 0; a < 2; ++a) {
+      const T* k = K + 3 * a;
+      u[a] = dot3(k, Xc) * iz;
+      du[a][0] = k[0] * iz;
+      du[a][1] = k[1] * iz;
+      du[a][2] = (k[2] - u[a]) * iz;
+    }
+  }
+
+  // Camera::add_curvature for the pinhole: M = -(b e_z^T + e_z b^T) / z with
+  // b = sum_a lam_a du_a, so J^T M J = -(e q^T + q e^T) / z with q = J^T b and
+  // e = J^T e_z = [Y x e_z; e_z].
+  template <typename HM>
+  PFP_HD void add_curvature(const T* Y, const T* Xc, const T (*du)[3], const T* lam, T c,
+                            HM&& H) const {
+    const T iz = T(1) / Xc[2];
+    T b[3], q[6];
+    for (int k = 0; k < 3; ++k) b[k] = lam[0] * du[0][k] + lam[1] * du[1][k];
+    cross3(Y, b, q);
+    for (int k = 0; k < 3; ++k) q[3 + k] = b[k];
+    const T ev[6] = {Y[1], -Y[0], T(0), T(0), T(0), T(1)};
+    PFP_UNROLL
+    for (int i = 0; i < 6; ++i)
+      PFP_UNROLL
+      for (int j = 0; j <= i; ++j) H[i * 6 + j] -= c * (ev[i] * q[j] + q[i] * ev[j]) * iz;
+  }
+};
+
 template <typename T>
 struct Camera {
   const T* K;                      // row-major 3x3; rows 0 and 1 are read
@@ -50,13 +86,7 @@ struct Camera {
     if (!(z > T(0))) return false;
     iz = T(1) / z;
     if (!distorted()) {
-      for (int a = 0; a < 2; ++a) {
-        const T* k = K + 3 * a;
-        u[a] = dot3(k, Xc) * iz;
-        du[a][0] = k[0] * iz;
-        du[a][1] = k[1] * iz;
-        du[a][2] = (k[2] - u[a]) * iz;
-      }
+      Pinhole<T>{K}.project(Xc, iz, u, du);
       return true;
     }
     const T n0 = Xc[0] * iz, n1 = Xc[1] * iz;
@@ -75,21 +105,14 @@ struct Camera {
 
   // H (6x6, lower triangle) += c J^T M J with M = sum_a lam_a d2u_a/dXc2 and J = dXc/dtheta
   // = [-[Y]x, I]; du is the point's du_a/dXc from project().
+  template <typename HM>
   PFP_HD void add_curvature(const T* Y, const T* Xc, const T (*du)[3], const T* lam, T c,
-                            T* H) const {
-    const T iz = T(1) / Xc[2];
+                            HM&& H) const {
     if (!distorted()) {
-      // M = -(b e_z^T + e_z b^T) / z with b = sum_a lam_a du_a: J^T M J = -(e q^T + q e^T) / z
-      // with q = J^T b and e = J^T e_z = [Y x e_z; e_z].
-      T b[3], q[6];
-      for (int k = 0; k < 3; ++k) b[k] = lam[0] * du[0][k] + lam[1] * du[1][k];
-      cross3(Y, b, q);
-      for (int k = 0; k < 3; ++k) q[3 + k] = b[k];
-      const T ev[6] = {Y[1], -Y[0], T(0), T(0), T(0), T(1)};
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j <= i; ++j) H[i * 6 + j] -= c * (ev[i] * q[j] + q[i] * ev[j]) * iz;
+      Pinhole<T>{K}.add_curvature(Y, Xc, du, lam, c, H);
       return;
     }
+    const T iz = T(1) / Xc[2];
     T M[9];
     curvature(Xc, iz, lam, M);
     // J = [Jw, I] with Jw's columns e_k x Y: J^T M J = [Jw^T P, P^T; P, M] with P = M Jw.

@@ -4,8 +4,18 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define PFP_HD __host__ __device__ __forceinline__
+#define PFP_HD_INLINE PFP_HD
+#define PFP_UNROLL _Pragma("unroll")
 #else
 #define PFP_HD inline
+// The per-point functions that the CPU's vectorised passes call in their loop over points:
+// inlined always (a call in the loop keeps it from vectorising).
+#define PFP_HD_INLINE inline __attribute__((always_inline))
+// Unrolls a small loop completely: GCC leaves nested triangular loops rolled, and a loop in
+// the body of a loop over points keeps that one from vectorising (pnp/pnp_cpu_simd.h).
+#ifndef PFP_UNROLL
+#define PFP_UNROLL _Pragma("GCC unroll 8")
+#endif
 #endif
 
 #include <cmath>

@@ -33,20 +33,25 @@ struct Robust {
   int32_t kind;
   T delta;
   PFP_HD void eval(T s, T& rho, T& d1, T& d2) const {
-    if (kind <= kLossHuber) {  // the common kernels first, as a short path
-      if (kind == kLossHuber && s > delta * delta) {
-        const T r = sqrt(s);
-        rho = T(2) * delta * r - delta * delta;
-        d1 = delta / r;
-        d2 = -T(0.5) * delta / (s * r);
-      } else {
-        rho = s;
-        d1 = T(1);
-        d2 = T(0);
-      }
+    if (kind == kLossL2) {  // the common kernels first, as a short path (no sqrt for l2)
+      rho = s;
+      d1 = T(1);
+      d2 = T(0);
+    } else if (kind == kLossHuber) {
+      eval_convex(s, rho, d1, d2);
     } else {
       eval_redescending(s, rho, d1, d2);
     }
+  }
+  // l2 and Huber. Both branches are computed and one is selected, so that a loop over points
+  // calling this has no control flow and vectorises (pnp/pnp_cpu_simd.h); the discarded side
+  // may be infinite (s = 0), never NaN for a finite s.
+  PFP_HD void eval_convex(T s, T& rho, T& d1, T& d2) const {
+    const bool outer = kind == kLossHuber && s > delta * delta;
+    const T r = sqrt(s);
+    rho = outer ? T(2) * delta * r - delta * delta : s;
+    d1 = outer ? delta / r : T(1);
+    d2 = outer ? -T(0.5) * delta / (s * r) : T(0);
   }
   PFP_HD void eval_redescending(T s, T& rho, T& d1, T& d2) const {
     if (kind == kLossCauchy) {
@@ -65,6 +70,14 @@ struct Robust {
       d2 = T(0);
     }
   }
+};
+
+// The l2 and Huber kernels alone, without the branch on the kernel's kind: what the
+// vectorised CPU passes use (they run only for these two kernels).
+template <typename T>
+struct ConvexRobust {
+  Robust<T> rob;
+  PFP_HD void eval(T s, T& rho, T& d1, T& d2) const { rob.eval_convex(s, rho, d1, d2); }
 };
 
 // A point's observation, converted to the compute type (see load_point).
@@ -111,19 +124,31 @@ struct PointEval {
   T s;        // w0 r0^2 + w1 r1^2
 };
 
-// Evaluate a point; false when it lies on or behind the camera plane (z <= 0).
+// The steps of eval_point before and after the projection (the vectorised CPU passes project
+// without its early exit).
 template <typename T>
-PFP_HD bool eval_point(const Pose<T>& P, const Camera<T>& cam, const PointObs<T>& o,
-                       PointEval<T>& e) {
+PFP_HD void transform_point(const Pose<T>& P, const PointObs<T>& o, PointEval<T>& e) {
   matvec3(P.R, o.X, e.Y);
   for (int k = 0; k < 3; ++k) e.Xc[k] = e.Y[k] + P.t[k];
-  T u[2], iz;
-  if (!cam.project(e.Xc, u, e.a, iz)) return false;
+}
+
+template <typename T>
+PFP_HD void set_residual(const PointObs<T>& o, const T* u, PointEval<T>& e) {
   e.s = T(0);
   for (int a = 0; a < 2; ++a) {
     e.r[a] = u[a] - o.x[a];
     e.s += o.w[a] * e.r[a] * e.r[a];
   }
+}
+
+// Evaluate a point; false when it lies on or behind the camera plane (z <= 0).
+template <typename T>
+PFP_HD bool eval_point(const Pose<T>& P, const Camera<T>& cam, const PointObs<T>& o,
+                       PointEval<T>& e) {
+  transform_point(P, o, e);
+  T u[2], iz;
+  if (!cam.project(e.Xc, u, e.a, iz)) return false;
+  set_residual(o, u, e);
   return true;
 }
 
@@ -164,9 +189,11 @@ struct NormalEq {
 // kernel (positive semi-definite, used by the LM iterations). exact = true: the true
 // second derivative of E in theta, with the projection's and the chart's second-order
 // terms and rho'' (used for the covariance, the final Newton polish and the backward).
-template <typename T>
-PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, const Camera<T>& cam,
-                                const Robust<T>& rob, bool exact, NormalEq<T>& acc) {
+// Cam is a Camera or a Pinhole, Rob a Robust or a ConvexRobust, Eq a NormalEq or any struct
+// with `cost`, `g[6]` and `H[36]` that can be added to (the CPU passes' per-lane sums).
+template <typename T, typename Cam, typename Rob, typename Eq>
+PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, const Cam& cam,
+                                const Rob& rob, bool exact, Eq& acc) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
   acc.cost += T(0.5) * rho;
@@ -186,7 +213,9 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, con
   // over, so the rate there is unchanged.
   const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
   const T c2 = exact ? T(2) * d2 : T(0);
+  PFP_UNROLL
   for (int i = 0; i < 6; ++i)
+    PFP_UNROLL
     for (int j = 0; j <= i; ++j)
       acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];
   if (!exact) return;
@@ -197,7 +226,9 @@ PFP_HD void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, con
   T b[3];
   for (int k = 0; k < 3; ++k) b[k] = lam[0] * e.a[0][k] + lam[1] * e.a[1][k];
   const T bY = dot3(b, e.Y);
+  PFP_UNROLL
   for (int i = 0; i < 3; ++i)
+    PFP_UNROLL
     for (int j = 0; j <= i; ++j)
       acc.H[i * 6 + j] += d1 * (T(0.5) * (b[i] * e.Y[j] + e.Y[i] * b[j]) - (i == j ? bY : T(0)));
 }

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "common/pnp_ransac.h"
+#include "pnp/pnp_cpu_simd.h"
 #include "pnp/pnp_glue.h"
 
 namespace {
@@ -17,7 +18,9 @@ using pfp::Pose;
 
 // Serial accumulator over one problem's points (see common/pnp_solver.h, pnp_batch.h,
 // pnp_ransac.h). kMasked: whether load() may apply RANSAC's inlier mask (solve_pnp's loads
-// are then free of the test).
+// are then free of the test). For a plain pinhole with the l2 or Huber loss, check() also
+// copies the points into this thread's structure of arrays, and normal_eq() runs the
+// vectorised passes over it (pnp_cpu_simd.h).
 template <typename scalar_t, bool kMasked = false>
 struct CpuAccumulator {
   const scalar_t* X;  // (N,3)
@@ -54,14 +57,32 @@ struct CpuAccumulator {
   }
   void reduce(double*, int) const {}  // one thread: the sums are already total
 
+  mutable pyfacepnp::PointsSoA* soa = nullptr;  // set by check() when the fast path applies
+
+  // Whatever N: a problem padded with zero-weight points must give exactly (bitwise) the
+  // unpadded answer, which holds only when both take the same path (the padding adds zeros to
+  // the same lanes).
+  bool vectorised() const {
+    return !kMasked && !cam.distorted() && rob.kind <= pfp::kLossHuber;
+  }
+
+  // A buffer per thread, reused by its problems (no allocation per problem).
+  static pyfacepnp::PointsSoA& thread_points() {
+    static thread_local pyfacepnp::PointsSoA pts;
+    return pts;
+  }
+
   bool check(int& n_active) const {
     n_active = 0;
     bool ok = true;
+    soa = vectorised() ? &thread_points() : nullptr;
+    if (soa != nullptr) soa->resize(N);
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);
       if (o.w[0] == 0.0 && o.w[1] == 0.0) continue;  // zero-weight padding: any coordinates
       ok = ok && o.valid();
       n_active += o.active() ? 1 : 0;
+      if (soa != nullptr) soa->store(i, o);
     }
     return ok;
   }
@@ -91,6 +112,11 @@ struct CpuAccumulator {
   }
 
   bool normal_eq(const Pose<double>& P, bool exact, NormalEq<double>& acc) const {
+    if (soa != nullptr) {
+      const auto& passes = pyfacepnp::pinhole_passes();
+      const pyfacepnp::PinholePass pass{soa, P, cam.K, rob};
+      return (exact ? passes.exact : passes.gauss_newton)(pass, acc);
+    }
     acc.zero();
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);
