@@ -22,16 +22,18 @@ from pyfacepnp.train.augment import geometric_jitter
 __all__ = ["fit_identity_readout"]
 
 
-def _add_rows(net, head, batch, device, feats, residual, gt_vertices, before):
+def _add_rows(net, head, batch, device, feats, residual, gt_vertices, coeffs):
     """One batch's rows of the regression: features, the identity residual the readout must
-    explain (its own current output excluded), and the vertices for the report."""
+    explain (its own current output excluded), and, for the report, the vertices and the
+    coefficients without the readout's output (the fitted map's are derived from them)."""
     out = net(batch["crop"].to(device))
     z = out["readout_features"].double()
-    ids = out["coeffs"][:, : head.num_id].double() - head.readout(out["readout_features"]).double()
+    base = out["coeffs"].double().clone()
+    base[:, : head.num_id] -= head.readout(out["readout_features"]).double()
     feats.append(z.cpu())
-    residual.append(batch["id_coeffs"].double() - ids.cpu())
+    residual.append(batch["id_coeffs"].double() - base[:, : head.num_id].cpu())
     gt_vertices.append(batch["vertices"])
-    before.append(out["vertices"].cpu())
+    coeffs.append((base.cpu(), out["coeffs"].cpu()))
 
 
 @torch.no_grad()
@@ -66,13 +68,13 @@ def fit_identity_readout(net, split, ridge: float, batch_size: int = 256, views:
     was_training = net.training
     net.eval()
     device = head.template.device
-    feats, residual, gt_vertices, before = [], [], [], []
+    feats, residual, gt_vertices, coeffs = [], [], [], []
     n = len(split)
     gen = torch.Generator().manual_seed(seed)
     views_of = (lambda b: [geometric_jitter(b, gen) for _ in range(views)]) if views > 0 else (lambda b: [b])
     for i in range(0, n, batch_size):
         for batch in views_of(split.batch(torch.arange(i, min(i + batch_size, n)))):
-            _add_rows(net, head, batch, device, feats, residual, gt_vertices, before)
+            _add_rows(net, head, batch, device, feats, residual, gt_vertices, coeffs)
     Z, Y = torch.cat(feats), torch.cat(residual)
     mu, sd = Z.mean(0), Z.std(0).clamp_min(1e-8)
     Zs = (Z - mu) / sd
@@ -83,11 +85,10 @@ def fit_identity_readout(net, split, ridge: float, batch_size: int = 256, views:
     head.readout.weight.copy_(weight.to(head.readout.weight))
     head.readout.bias.copy_((y_mean - mu @ (W / sd[:, None])).to(head.readout.bias))
     gt = torch.cat(gt_vertices)
-    gen = torch.Generator().manual_seed(seed)  # the same views again, under the fitted map
-    after = torch.cat([net(b["crop"].to(device))["vertices"].cpu()
-                       for i in range(0, n, batch_size)
-                       for b in views_of(split.batch(torch.arange(i, min(i + batch_size, n))))])
+    base = torch.cat([b for b, _ in coeffs])
+    base[:, : head.num_id] += Z @ weight.T + head.readout.bias.double().cpu()  # the fitted map's output
+    decode = lambda c: head.decode(c.to(device)).cpu()  # noqa: E731
     net.train(was_training)
     return {"samples": n, "views": views, "ridge": ridge, "seconds": time.time() - start,
-            "train_vertex_mm_before": float(vertex_error_mm(torch.cat(before), gt).mean()),
-            "train_vertex_mm_after": float(vertex_error_mm(after, gt).mean())}
+            "train_vertex_mm_before": float(vertex_error_mm(decode(torch.cat([c for _, c in coeffs])), gt).mean()),
+            "train_vertex_mm_after": float(vertex_error_mm(decode(base), gt).mean())}
