@@ -47,6 +47,22 @@ TORCH_LIBRARY(pyfacepnp, m) {
       "Tensor? loss_scales=None, Tensor? distortion=None, int camera_model=0) -> (Tensor R, "
       "Tensor t, Tensor cost, Tensor iterations, Tensor status, Tensor covariance, Tensor state, "
       "Tensor num_solutions)");
+  // The exact Hessian (B,6,6) float64 of solve_pnp's objective in its local pose coordinates
+  // at the given poses R (B,3,3), t (B,3), with valid (B) bool: false where it does not exist
+  // (invalid inputs, camera or scale; an active point on or behind the camera plane), and H
+  // zero there (csrc/common/pnp_hessian.h). Its backward gives the gradients of every input
+  // (third derivatives of the objective), in the points' dtype; grad_weights is (B, N, 2)
+  // (at unit weights when weights is None), grad_distortion (B, D) or (B, 0).
+  m.def(
+      "pnp_hessian(Tensor R, Tensor t, Tensor points3d, Tensor points2d, Tensor K, "
+      "Tensor? weights, str loss, float loss_scale, Tensor? loss_scales=None, "
+      "Tensor? distortion=None, int camera_model=0) -> (Tensor hessian, Tensor valid)");
+  m.def(
+      "pnp_hessian_backward(Tensor grad_hessian, Tensor R, Tensor t, Tensor points3d, "
+      "Tensor points2d, Tensor K, Tensor? weights, Tensor valid, str loss, float loss_scale, "
+      "Tensor? loss_scales=None, Tensor? distortion=None, int camera_model=0) -> "
+      "(Tensor grad_R, Tensor grad_t, Tensor grad_points3d, Tensor grad_points2d, "
+      "Tensor grad_K, Tensor grad_weights, Tensor grad_distortion)");
   // Affine warp of 2D points: points (B,N,2), affine (B,2,3) -> (B,N,2).
   m.def("warp_points(Tensor points, Tensor affine) -> Tensor");
   m.def(

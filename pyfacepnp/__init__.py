@@ -1,7 +1,8 @@
 """pyfacepnp: batched differentiable Perspective-n-Point for PyTorch, and an end-to-end
 face reconstruction pipeline built on it.
 
-The ops (``solve_pnp``, ``solve_pnp_ransac``, ``solve_pnp_minima``, ``warp_points``) are compiled C++/CUDA kernels registered under
+The ops (``solve_pnp``, ``solve_pnp_ransac``, ``solve_pnp_minima``, ``pose_hessian``,
+``warp_points``) are compiled C++/CUDA kernels registered under
 ``torch.ops.pyfacepnp``; this package adds input checking, broadcasting, autograd and
 fake (meta) kernels so they work with ``torch.compile``.
 """
@@ -11,8 +12,10 @@ from pyfacepnp.ops import (
     PnPMinima,
     PnPResult,
     PnPStatus,
+    PoseHessian,
     RansacResult,
     invert_affine,
+    pose_hessian,
     solve_pnp,
     solve_pnp_minima,
     solve_pnp_ransac,
@@ -35,9 +38,11 @@ __all__ = [
     "PnPMinima",
     "PnPResult",
     "PnPStatus",
+    "PoseHessian",
     "RansacResult",
     "build_info",
     "invert_affine",
+    "pose_hessian",
     "pose_nll",
     "solve_pnp",
     "solve_pnp_minima",

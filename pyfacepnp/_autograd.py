@@ -102,6 +102,26 @@ def _minima_backward(ctx, grad_R, grad_t, grad_cost, *_non_differentiable):
     return (gX, gx, gK, gw) + (None,) * 6 + (gD, None)
 
 
+def _hessian_setup(ctx, inputs, output):
+    R, t, X, x, K, w, loss, loss_scale, scales, D, model = inputs
+    ctx.save_for_backward(R, t, X, x, K, w, output[1], scales, D)
+    ctx.options = (loss, loss_scale, model)
+    ctx.dtypes = (R.dtype, t.dtype, K.dtype)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _hessian_backward(ctx, grad_H, _grad_valid):
+    if grad_H is None:
+        return (None,) * 11
+    R, t, X, x, K, w, valid, scales, D = ctx.saved_tensors
+    loss, loss_scale, model = ctx.options
+    gR, gt, gX, gx, gK, gw, gD = ops.pnp_hessian_backward(
+        grad_H, R, t, X, x, K, w, valid, loss, loss_scale, scales, D, model)
+    dR, dt, dK = ctx.dtypes
+    return (gR.to(dR), gt.to(dt), gX, gx, gK.to(dK), None if w is None else gw, None, None, None,
+            None if D is None else gD, None)
+
+
 def _warp_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
@@ -116,6 +136,7 @@ def _warp_backward(ctx, grad_out):
 _register_autograd("solve_pnp_ransac", _ransac_backward, _ransac_setup)
 _register_autograd("solve_pnp_minima", _minima_backward, _minima_setup)
 _register_autograd("warp_points", _warp_backward, _warp_setup)
+_register_autograd("pnp_hessian", _hessian_backward, _hessian_setup)
 
 
 def _no_double_backward(name):
@@ -128,4 +149,6 @@ def _no_double_backward(name):
 
 
 _register_autograd("warp_points_backward", _no_double_backward("warp_points_backward"),
+                   lambda ctx, inputs, output: None)
+_register_autograd("pnp_hessian_backward", _no_double_backward("pnp_hessian_backward"),
                    lambda ctx, inputs, output: None)

@@ -79,3 +79,21 @@ def _render_mesh_fake(vertices, faces, texcoords, texture, K, background, lights
         background.new_empty((h, w)),
         background.new_empty((h, w), dtype=torch.int64),
     )
+
+
+@torch.library.register_fake("pyfacepnp::pnp_hessian")
+def _pnp_hessian_fake(R, t, points3d, points2d, K, weights, loss, loss_scale, loss_scales=None,
+                      distortion=None, camera_model=0):
+    B = points3d.shape[0]
+    return (points3d.new_empty((B, 6, 6), dtype=torch.float64),
+            points3d.new_empty((B,), dtype=torch.bool))
+
+
+@torch.library.register_fake("pyfacepnp::pnp_hessian_backward")
+def _pnp_hessian_backward_fake(grad_hessian, R, t, points3d, points2d, K, weights, valid, loss,
+                               loss_scale, loss_scales=None, distortion=None, camera_model=0):
+    B = points3d.shape[0]
+    n = 0 if distortion is None else distortion.shape[1]
+    return (points3d.new_empty((B, 3, 3)), points3d.new_empty((B, 3)), torch.empty_like(points3d),
+            torch.empty_like(points2d), points3d.new_empty((B, 3, 3)), torch.empty_like(points2d),
+            points3d.new_empty((B, n)))

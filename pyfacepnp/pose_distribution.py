@@ -11,11 +11,11 @@ approximation at the solution ``y*`` (Hessian ``H`` in the op's local pose coord
 ``-log p = E - log(h) / 2 + log(2 pi) / 2``).
 It is a learning signal even where the solved pose is far from the target, and it weighs the
 fit's confidence against its error (a sharp H pays for an error at the target), from one solve
-and no sampling. The Hessian is the exact
-one the op inverts for its covariance, built here by automatic differentiation of the torch
-objective (pyfacepnp.reference.objective) at the op's solution, so the loss's gradient is
-exact: the log-determinant's own derivatives (third derivatives of the objective) by autograd,
-and its dependence on the solution through the op's implicit backward.
+and no sampling. The Hessian is the exact one the op inverts for its covariance, computed by
+the compiled ``pnp_hessian`` op at the op's solution (pyfacepnp.ops.hessian), whose backward
+gives the log-determinant's own derivatives (third derivatives of the objective) in the kernels;
+its dependence on the solution goes through the op's implicit backward. So the loss's gradient
+is exact.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from pyfacepnp.geometry.rotation import so3_exp
+from pyfacepnp.ops.hessian import pose_hessian
 from pyfacepnp.ops.pnp import PnPResult, solve_pnp
+from pyfacepnp.reference.hessian import safe_inputs
 from pyfacepnp.reference.objective import expand_weights, reprojection_cost
 
 __all__ = ["PoseNLL", "pose_nll", "local_hessian"]
@@ -40,33 +41,16 @@ class PoseNLL(NamedTuple):
     result: PnPResult  #: the :func:`solve_pnp` solution it is taken at
 
 
-def _safe_inputs(points3d, points2d, weights):
-    """Zero-weight coordinates and inactive points made harmless for the torch objective, as
-    the op removes them: their values never reach the arithmetic (nor the gradients)."""
-    w = expand_weights(weights, points2d)
-    active = (w > 0).any(-1, keepdim=True)
-    fill = (torch.where(active, points3d, 0.0) * active).sum(-2, keepdim=True) / active.sum(-2, keepdim=True).clamp_min(1)
-    X = torch.where(active, points3d, fill.detach())  # the active points' centroid: in front
-    x = torch.where(w > 0, points2d, 0.0)
-    return X, x, w
-
-
 def local_hessian(R, t, points3d, points2d, K, weights=None, loss="l2", loss_scale=1.0,
                   distortion=None, camera_model="pinhole"):
-    """The exact Hessian ``(..., 6, 6)`` of the objective in the local pose coordinates
-    ``(dw, dt)`` (``R <- exp([dw]x) R``, ``t <- t + dt``) at ``(R, t)``, differentiable with
-    respect to every argument (``create_graph``): at a ``solve_pnp`` solution it is the inverse
-    of the op's ``covariance``."""
-    X, x, w = _safe_inputs(points3d, points2d, weights)
-    theta = R.new_zeros(R.shape[:-2] + (6,), requires_grad=True)
-
-    def energy(th):
-        return reprojection_cost(so3_exp(th[..., :3]) @ R, t + th[..., 3:], X, x, K, w, loss,
-                                 loss_scale, distortion, camera_model)
-
-    (g,) = torch.autograd.grad(energy(theta).sum(), theta, create_graph=True)
-    rows = [torch.autograd.grad(g[..., k].sum(), theta, create_graph=True)[0] for k in range(6)]
-    return torch.stack(rows, -2)
+    """The exact Hessian ``(..., 6, 6)`` (float64) of the objective in the local pose
+    coordinates ``(dw, dt)`` (``R <- exp([dw]x) R``, ``t <- t + dt``) at ``(R, t)``,
+    differentiable with respect to every argument: at a ``solve_pnp`` solution it is the
+    inverse of the op's ``covariance``. The ``hessian`` of
+    :func:`pyfacepnp.ops.hessian.pose_hessian` (zero where it does not exist, e.g. a
+    weighted point behind the camera: that function also returns where it is ``valid``)."""
+    return pose_hessian(R, t, points3d, points2d, K, weights, loss=loss, loss_scale=loss_scale,
+                        distortion=distortion, camera_model=camera_model).hessian
 
 
 def pose_nll(
@@ -137,6 +121,13 @@ def pose_nll(
         in_front = ((z > 0) | ~(w_all > 0).any(-1)).all(-1)
     ok = res.converged & in_front & torch.isfinite(R_target).flatten(-2).all(-1) & torch.isfinite(t_target).all(-1)
 
+    # The Hessian at the solution, where it exists (the op's kernels: its backward is the
+    # third derivatives), and the identity elsewhere so that log det stays finite.
+    H, h_valid = pose_hessian(res64_R, res64_t, points3d, points2d, K, weights, loss=loss,
+                              loss_scale=loss_scale, distortion=distortion,
+                              camera_model=camera_model)
+    ok = ok & h_valid
+
     def evaluate(ok):
         b3, b2, b1 = ok[..., None, None], ok[..., None, None], ok[..., None]
         eye3 = torch.eye(3, dtype=torch.float64, device=res.R.device)
@@ -144,13 +135,11 @@ def pose_nll(
         w = torch.where(b2, w_all, 0.0)
         Kc = torch.where(b3, K, eye3)
         D = None if distortion is None else torch.where(b1, distortion, 0.0)
-        H = local_hessian(torch.where(b3, res64_R, eye3), torch.where(b1, res64_t, front), points3d,
-                          points2d, Kc, w, loss, loss_scale, D, camera_model)
-        H = torch.where(b3, H, torch.eye(6, dtype=H.dtype, device=H.device))
-        X, x, w = _safe_inputs(points3d, points2d, w)
+        Hc = torch.where(b3, H, torch.eye(6, dtype=H.dtype, device=H.device))
+        X, x, w = safe_inputs(points3d, points2d, w)
         e_target = reprojection_cost(torch.where(b3, R_target, eye3), torch.where(b1, t_target, front),
                                      X, x, Kc, w, loss, loss_scale, D, camera_model)
-        return e_target - res64_cost - 0.5 * torch.logdet(H) + 3 * math.log(2 * math.pi)
+        return e_target - res64_cost - 0.5 * torch.logdet(Hc) + 3 * math.log(2 * math.pi)
 
     nll = evaluate(ok)
     overflow = ok & ~torch.isfinite(nll.detach())  # e.g. a target point a hair in front

@@ -197,6 +197,22 @@ extern "C" int ransac_f32(RANSAC_ARGS(float)) { return ransac<float>(RANSAC_CALL
 extern "C" int pnp_f64(PNP_ARGS(double)) { return pnp<double>(PNP_CALL); }
 extern "C" int pnp_f32(PNP_ARGS(float)) { return pnp<float>(PNP_CALL); }
 extern "C" void pnp_max_blocks(int64_t b) { pyfacepnp::gpu::kMaxBlocks = b; }
+extern "C" int hessian_f64(const double* R, const double* t, const double* X, const double* x,
+                           const double* w, const double* K, int64_t B, int64_t N, int32_t loss,
+                           double delta, const double* D, int32_t model, double* H, bool* valid,
+                           const double* gH, double* gR, double* gt, double* gX, double* gx,
+                           double* gK, double* gw, double* gD) {
+  emu::st().error = 0;
+  pfp::PnPHessianArgs<double> a{};
+  a.R = R; a.t = t; a.X = X; a.x = x; a.w = w; a.K = K; a.B = B; a.N = N;
+  a.rob = pfp::Robust<double>{loss, delta};
+  a.D = D; a.model = model; a.H = H; a.valid = valid;
+  int e = launch_pnp_hessian<double>(a, false, nullptr);
+  if (e || emu::st().error) return e ? e : 100 + emu::st().error;
+  a.gH = gH; a.valid_in = valid; a.gR = gR; a.gt = gt; a.gX = gX; a.gx = gx; a.gK = gK; a.gw = gw; a.gD = gD;
+  e = launch_pnp_hessian<double>(a, true, nullptr);
+  return e ? e : (emu::st().error ? 100 + emu::st().error : 0);
+}
 """
 ENTRY_WARP = r"""
 #include "cuda_runtime.h"
@@ -454,3 +470,54 @@ def test_emulated_minima_match_cpu(emulated, dtype):
         ok = ref.converged
         torch.testing.assert_close(R[ok], ref.R[ok], rtol=tol, atol=tol)
         torch.testing.assert_close(t[ok], ref.t[ok], rtol=tol, atol=tol)
+
+
+LOSS_KINDS = {"l2": 0, "huber": 1, "cauchy": 2, "geman_mcclure": 3}
+
+
+@pytest.mark.parametrize("loss,lens", [("l2", None), ("huber", None), ("cauchy", None),
+                                       ("geman_mcclure", None), ("l2", "pinhole"), ("huber", "fisheye")])
+def test_emulated_hessian_and_its_backward_match_cpu(emulated, loss, lens):
+    """pnp_hessian's kernels (forward and the third-derivative backward) against the CPU op, at
+    each problem's solution, with a bad problem and a point behind the camera among them."""
+    from pyfacepnp._ext import ops
+
+    B, n = 8, 37
+    X, x, K, w = family_batch("random", B, n, noise=2.0, seed=4)
+    g = torch.Generator().manual_seed(5)
+    w = w * (0.5 + torch.rand(w.shape, generator=g, dtype=w.dtype))
+    D, model, schema = None, 0, 0
+    if lens == "pinhole":
+        D, model = torch.tensor([0.05, -0.02, 0.001, 0.002, 0.01], dtype=X.dtype).expand(B, 5), 1
+    elif lens == "fisheye":
+        D, model, schema = torch.tensor([0.05, -0.02, 0.01, 0.003], dtype=X.dtype).expand(B, 4), 2, 1
+    res = pyfacepnp.solve_pnp(X, x, K, w, loss=loss, loss_scale=2.0, distortion=D,
+                              camera_model="fisheye" if schema else "pinhole")
+    R, t = res.R.clone(), res.t.clone()
+    X = X.clone()
+    X[1, 2, 0] = math.nan  # invalid: not valid, zero gradients
+    t[2, 2] = -t[2, 2]  # the points behind the camera
+    gH = torch.randn(B, 6, 6, generator=g, dtype=torch.float64)
+    H, valid = ops.pnp_hessian(R, t, X, x, K, w, loss, 2.0, None, D, schema)
+    cpu = [H, valid, *ops.pnp_hessian_backward(gH, R, t, X, x, K, w, valid, loss, 2.0, None, D, schema)]
+    c = lambda a: a.detach().to(torch.float64).contiguous()  # noqa: E731
+    nan = lambda *s: torch.full(s, math.nan, dtype=torch.float64)  # noqa: E731
+    Dp = None if D is None else torch.nn.functional.pad(c(D), (0, 12 - D.shape[1]))
+    out = [nan(B, 6, 6), torch.zeros(B, dtype=torch.bool), nan(B, 3, 3), nan(B, 3), nan(B, n, 3),
+           nan(B, n, 2), nan(B, 3, 3), nan(B, n, 2), None if D is None else nan(B, 12)]
+    keep = [c(a) for a in (R, t, X, x, w, K)]
+    rc = emulated.hessian_f64(*map(ptr, keep), ctypes.c_int64(B), ctypes.c_int64(n),
+                              ctypes.c_int32(LOSS_KINDS[loss]), ctypes.c_double(2.0), ptr(Dp),
+                              ctypes.c_int32(model), ptr(out[0]), ptr(out[1]), ptr(c(gH)),
+                              *map(ptr, out[2:]))
+    assert rc == 0, rc
+    assert valid.tolist() == [True, False, False] + [True] * (B - 3)
+    assert out[1].tolist() == valid.tolist()
+    if D is not None:
+        out[8] = out[8][:, :D.shape[1]]
+    for name, e, r in zip(["H", "valid", "R", "t", "X", "x", "K", "w", "D"], out, cpu):
+        if name == "valid" or r is None or r.numel() == 0:
+            continue
+        assert torch.isfinite(e).all(), name
+        scale = r.abs().amax(dim=tuple(range(1, r.dim())), keepdim=True).clamp_min(1e-300)
+        torch.testing.assert_close(e / scale, r / scale, rtol=0, atol=1e-11, msg=name)

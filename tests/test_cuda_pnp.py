@@ -215,6 +215,35 @@ def test_opcheck_cuda(dtype):
     torch.library.opcheck(torch.ops.pyfacepnp.solve_pnp_backward.default, args)
 
 
+@pytest.mark.parametrize("lens", [None, "fisheye"])
+@pytest.mark.parametrize("loss", ["l2", "huber", "cauchy"])
+def test_pose_hessian_and_its_backward_match_cpu(loss, lens):
+    """pnp_hessian on the GPU (warp reductions, fused multiply-adds) against the CPU op, at
+    each problem's solution, values and gradients of every input; plus opcheck."""
+    from pyfacepnp.ops.hessian import pose_hessian
+
+    X, x, K, w = family_batch("face", 6, 68, seed=8)
+    D = None if lens is None else torch.tensor([0.05, -0.02, 0.01, 0.003], dtype=F64)
+    model = "pinhole" if lens is None else "fisheye"
+    res = pyfacepnp.solve_pnp(X, x, K, w, loss=loss, loss_scale=2.0, distortion=D, camera_model=model)
+    G = torch.randn(6, 6, 6, dtype=F64, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for dev in ("cpu", DEVICE):
+        ins = [a.to(dev).clone().requires_grad_() for a in (res.R, res.t, X, x, K, w)]
+        Dd = None if D is None else D.to(dev).clone().requires_grad_()
+        H, valid = pose_hessian(*ins, loss=loss, loss_scale=2.0, distortion=Dd, camera_model=model)
+        assert bool(valid.all())
+        grads = torch.autograd.grad((H * G.to(dev)).sum(), ins + ([] if Dd is None else [Dd]))
+        out[dev] = [H.cpu()] + [g.cpu() for g in grads]
+    for a, b in zip(out[DEVICE], out["cpu"]):
+        scale = b.abs().max().clamp_min(1e-300)
+        torch.testing.assert_close(a / scale, b / scale, rtol=0, atol=1e-11)
+    args = (res.R.to(DEVICE), res.t.to(DEVICE), X.to(DEVICE).requires_grad_(), x.to(DEVICE),
+            K.to(DEVICE), w.to(DEVICE), loss, 2.0, None, None if D is None else D.expand(6, 4).to(DEVICE),
+            0 if lens is None else 1)
+    torch.library.opcheck(torch.ops.pyfacepnp.pnp_hessian.default, args)
+
+
 def test_mixed_devices_are_a_clear_error():
     X, x, K, w = family_batch("random", 2, 10)
     with pytest.raises(ValueError, match="same device"):

@@ -63,6 +63,23 @@ def test_opcheck_backward_and_warp():
                           (torch.randn(4, 7, 2, dtype=F64), pts.detach(), A.detach()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_pnp_hessian(dtype):
+    """pnp_hessian (float64 H whatever the points' dtype), with and without a lens, and its
+    backward."""
+    X, x, K, w = inputs(dtype=dtype)
+    R, t, *_ = torch.ops.pyfacepnp.solve_pnp(X, x, K, w, None, None, "l2", 1.0, 100, 1e-10)
+    D = torch.tensor([[-0.2, 0.05, 1e-3, -1e-3, 0.01]], dtype=dtype).expand(3, 5).contiguous()
+    for lens in (None, D):
+        args = (R.clone().requires_grad_(), t.clone().requires_grad_(), X.requires_grad_(),
+                x.clone().requires_grad_(), K, w.clone().requires_grad_(), "huber", 2.0, None,
+                None if lens is None else lens.clone().requires_grad_(), 0)
+        torch.library.opcheck(torch.ops.pyfacepnp.pnp_hessian.default, args)
+        H, valid = torch.ops.pyfacepnp.pnp_hessian(*args)
+        bargs = (torch.randn_like(H), R, t, X.detach(), x, K, w, valid, "huber", 2.0, None, lens, 0)
+        torch.library.opcheck(torch.ops.pyfacepnp.pnp_hessian_backward.default, bargs)
+
+
 def test_double_backward_is_a_clear_error():
     X, x, K, w = inputs()
     xg = x.clone().requires_grad_()

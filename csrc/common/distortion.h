@@ -53,7 +53,8 @@ PFP_HD S radial_factor(int32_t model, const C* D, const S& r2) {
     return scale;
   }
   const S num = 1.0 + r2 * (D[0] + r2 * (D[1] + r2 * D[4]));
-  if (D[5] == 0 && D[6] == 0 && D[7] == 0) return num;  // 4 or 5 terms: no division
+  if (exactly_zero(D[5]) && exactly_zero(D[6]) && exactly_zero(D[7]))
+    return num;  // 4 or 5 terms: no division
   return num / (1.0 + r2 * (D[5] + r2 * (D[6] + r2 * D[7])));
 }
 
@@ -77,6 +78,39 @@ struct LensEval {
   T d[2], Dd[2][2], D2d[2][2][2];
 };
 
+// A constant c (a double, or a Jet of S's innermost levels) as a value of the scalar S.
+template <typename S>
+struct Lift {
+  template <typename C>
+  PFP_HD static S from(const C& c) {
+    return S(c);
+  }
+};
+template <typename S, int N>
+struct Lift<Jet<S, N>> {
+  template <typename C>
+  PFP_HD static Jet<S, N> from(const C& c) {
+    if constexpr (std::is_same<C, double>::value || std::is_same<C, Jet<S, N>>::value)
+      return Jet<S, N>(c);
+    else
+      return Jet<S, N>(Lift<S>::from(c));
+  }
+};
+
+// radial_factor of the r2 of scalar S. Coefficients that are themselves Jets (the Hessian's
+// derivatives in them, common/pnp_hessian.h) are lifted to S first, so that its arithmetic
+// meets one scalar type; plain coefficients are used as they are.
+template <typename S, typename C>
+PFP_HD S radial_factor_of(int32_t model, const C* D, const S& r2) {
+  if constexpr (std::is_same<C, double>::value) {
+    return radial_factor(model, D, r2);
+  } else {
+    S Dl[kMaxDistortion];
+    for (int k = 0; k < kMaxDistortion; ++k) Dl[k] = Lift<S>::from(D[k]);
+    return radial_factor(model, Dl, r2);
+  }
+}
+
 template <typename T, typename C>
 PFP_HD void lens_eval(int32_t model, const C* D, T x, T y, bool second, LensEval<T>& s) {
   const T n[2] = {x, y}, r2 = x * x + y * y;
@@ -84,13 +118,13 @@ PFP_HD void lens_eval(int32_t model, const C* D, T x, T y, bool second, LensEval
   if (second) {
     using J1 = Jet<T, 1>;
     using J2 = Jet<J1, 1>;
-    const J2 f = radial_factor(model, D, J2::variable(J1::variable(r2, 0), 0));
+    const J2 f = radial_factor_of(model, D, J2::variable(J1::variable(r2, 0), 0));
     rho = f.v.v;
     rho1 = f.v.d[0];
     rho2 = f.d[0].d[0];
   } else {
     using J1 = Jet<T, 1>;
-    const J1 f = radial_factor(model, D, J1::variable(r2, 0));
+    const J1 f = radial_factor_of(model, D, J1::variable(r2, 0));
     rho = f.v;
     rho1 = f.d[0];
   }

@@ -3,6 +3,8 @@
 // Hessian), so each distortion model is written once, as a function template of its scalar,
 // and its Jacobians and curvature follow exactly (common/distortion.h).
 #pragma once
+#include <type_traits>
+
 #include "common/hd.h"
 
 namespace pfp {
@@ -18,6 +20,22 @@ struct Jet {
   Jet() = default;
   PFP_HD Jet(double c) : v(c) {  // NOLINT: constants enter expressions implicitly
     for (int k = 0; k < N; ++k) d[k] = S(0.0);
+  }
+  // A constant of a nested Jet's scalar (itself a Jet): lifts it one level, with no
+  // derivative along this level's directions.
+  template <typename U = S, std::enable_if_t<!std::is_same<U, double>::value, int> = 0>
+  PFP_HD explicit Jet(const S& c) : v(c) {
+    for (int k = 0; k < N; ++k) d[k] = S(0.0);
+  }
+  PFP_HD Jet& operator+=(const Jet& o) {
+    v = v + o.v;
+    for (int k = 0; k < N; ++k) d[k] = d[k] + o.d[k];
+    return *this;
+  }
+  PFP_HD Jet& operator-=(const Jet& o) {
+    v = v - o.v;
+    for (int k = 0; k < N; ++k) d[k] = d[k] - o.d[k];
+    return *this;
   }
   // The variable k of N (derivative 1 along direction k, 0 along the others).
   PFP_HD static Jet variable(const S& value, int k) {
@@ -107,6 +125,26 @@ PFP_HD Jet<S, N> sqrt(const Jet<S, N>& x) {
 }
 
 template <typename S, int N>
+PFP_HD Jet<S, N> log1p(const Jet<S, N>& x) {
+  using std::log1p;
+  return chain(x, log1p(x.v), S(1.0) / (S(1.0) + x.v));
+}
+
+// Comparisons see the values (the branches of a function are taken where its value is).
+template <typename S, int N>
+PFP_HD bool operator<(const Jet<S, N>& a, const Jet<S, N>& b) {
+  return a.v < b.v;
+}
+template <typename S, int N>
+PFP_HD bool operator>(const Jet<S, N>& a, const Jet<S, N>& b) {
+  return a.v > b.v;
+}
+template <typename S, int N>
+PFP_HD bool operator<=(const Jet<S, N>& a, const Jet<S, N>& b) {
+  return a.v <= b.v;
+}
+
+template <typename S, int N>
 PFP_HD Jet<S, N> atan(const Jet<S, N>& x) {
   using std::atan;
   return chain(x, atan(x.v), S(1.0) / (S(1.0) + x.v * x.v));
@@ -115,6 +153,16 @@ PFP_HD Jet<S, N> atan(const Jet<S, N>& x) {
 }  // namespace jet
 
 using jet::Jet;
+
+// Whether a scalar is exactly zero with all its derivatives: where a shortcut may drop a
+// term of value zero without changing any derivative.
+PFP_HD bool exactly_zero(double x) { return x == 0.0; }
+template <typename S, int N>
+PFP_HD bool exactly_zero(const Jet<S, N>& x) {
+  bool z = exactly_zero(x.v);
+  for (int k = 0; k < N; ++k) z = z && exactly_zero(x.d[k]);
+  return z;
+}
 
 // The double value of a scalar, however deeply nested.
 PFP_HD double value_of(double x) { return x; }

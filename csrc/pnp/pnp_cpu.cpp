@@ -256,9 +256,59 @@ solve_pnp_minima_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
   return call.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor> pnp_hessian_cpu(
+    const at::Tensor& R, const at::Tensor& t, const at::Tensor& points3d,
+    const at::Tensor& points2d, const at::Tensor& K, const std::optional<at::Tensor>& weights,
+    c10::string_view loss, double loss_scale, const std::optional<at::Tensor>& loss_scales,
+    const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  auto call = pyfacepnp::HessianCall::prepare("pnp_hessian", R, t, points3d, points2d, K,
+                                              weights, loss, loss_scale, loss_scales,
+                                              distortion, camera_model);
+  call.allocate_forward();
+  const int64_t B = call.batch(), N = call.X.size(1);
+  AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_cpu", [&] {
+    const auto a = call.args<scalar_t>();
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
+        auto acc = problem_accumulator(a, b, cam, a.rob);
+        pfp::hessian_problem(acc, a, b, cam, 0, 1);
+      }
+    });
+  });
+  return call.forward_outputs();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+pnp_hessian_backward_cpu(const at::Tensor& grad_H, const at::Tensor& R, const at::Tensor& t,
+                         const at::Tensor& points3d, const at::Tensor& points2d,
+                         const at::Tensor& K, const std::optional<at::Tensor>& weights,
+                         const at::Tensor& valid, c10::string_view loss, double loss_scale,
+                         const std::optional<at::Tensor>& loss_scales,
+                         const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  auto call = pyfacepnp::HessianCall::prepare("pnp_hessian_backward", R, t, points3d, points2d,
+                                              K, weights, loss, loss_scale, loss_scales,
+                                              distortion, camera_model);
+  call.allocate_backward(grad_H, valid);
+  const int64_t B = call.batch(), N = call.X.size(1);
+  AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_backward_cpu", [&] {
+    const auto a = call.args<scalar_t>();
+    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
+        auto acc = problem_accumulator(a, b, cam, a.rob);
+        pfp::hessian_backward_problem(acc, a, b, cam, 0, 1);
+      }
+    });
+  });
+  return call.backward_outputs();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CPU, m) {
+  m.impl("pnp_hessian", &pnp_hessian_cpu);
+  m.impl("pnp_hessian_backward", &pnp_hessian_backward_cpu);
   m.impl("solve_pnp_minima", &solve_pnp_minima_cpu);
   m.impl("solve_pnp", &solve_pnp_cpu);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cpu);

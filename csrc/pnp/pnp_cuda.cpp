@@ -122,9 +122,53 @@ solve_pnp_minima_cuda(const at::Tensor& points3d_in, const at::Tensor& points2d_
   return call.as_tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor> pnp_hessian_cuda(
+    const at::Tensor& R, const at::Tensor& t, const at::Tensor& points3d,
+    const at::Tensor& points2d, const at::Tensor& K, const std::optional<at::Tensor>& weights,
+    c10::string_view loss, double loss_scale, const std::optional<at::Tensor>& loss_scales,
+    const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  check_cuda(points3d, "pnp_hessian", "points3d");
+  const c10::cuda::CUDAGuard guard(points3d.device());
+  auto call = pyfacepnp::HessianCall::prepare("pnp_hessian", R, t, points3d, points2d, K,
+                                              weights, loss, loss_scale, loss_scales,
+                                              distortion, camera_model);
+  call.allocate_forward();
+  if (call.batch() == 0) return call.forward_outputs();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_pnp_hessian<scalar_t>(call.args<scalar_t>(), false,
+                                                                stream));
+  });
+  return call.forward_outputs();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+pnp_hessian_backward_cuda(const at::Tensor& grad_H, const at::Tensor& R, const at::Tensor& t,
+                          const at::Tensor& points3d, const at::Tensor& points2d,
+                          const at::Tensor& K, const std::optional<at::Tensor>& weights,
+                          const at::Tensor& valid, c10::string_view loss, double loss_scale,
+                          const std::optional<at::Tensor>& loss_scales,
+                          const std::optional<at::Tensor>& distortion, int64_t camera_model) {
+  check_cuda(points3d, "pnp_hessian_backward", "points3d");
+  const c10::cuda::CUDAGuard guard(points3d.device());
+  auto call = pyfacepnp::HessianCall::prepare("pnp_hessian_backward", R, t, points3d, points2d,
+                                              K, weights, loss, loss_scale, loss_scales,
+                                              distortion, camera_model);
+  call.allocate_backward(grad_H, valid);
+  if (call.batch() == 0) return call.backward_outputs();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_backward_cuda", [&] {
+    C10_CUDA_CHECK(pyfacepnp::gpu::launch_pnp_hessian<scalar_t>(call.args<scalar_t>(), true,
+                                                                stream));
+  });
+  return call.backward_outputs();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfacepnp, CUDA, m) {
+  m.impl("pnp_hessian", &pnp_hessian_cuda);
+  m.impl("pnp_hessian_backward", &pnp_hessian_backward_cuda);
   m.impl("solve_pnp_minima", &solve_pnp_minima_cuda);
   m.impl("solve_pnp", &solve_pnp_cuda);
   m.impl("solve_pnp_backward", &solve_pnp_backward_cuda);

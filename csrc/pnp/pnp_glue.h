@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "common/pnp_args.h"
+#include "common/pnp_hessian.h"
 
 namespace pyfacepnp {
 
@@ -495,6 +496,109 @@ struct BackwardCall {
   template <typename scalar_t>
   pfp::PnPBackwardArgs<scalar_t> args() {
     return backward_args<scalar_t>(in, out, rob);
+  }
+};
+
+// The checked, prepared inputs and allocated outputs of one pnp_hessian call (forward) or
+// pnp_hessian_backward call (with `gH` and `valid`): the prologue both devices share.
+struct HessianCall {
+  at::Tensor R, t, X, x, K, w, scales, D, gH, valid;  // w, scales, D: undefined if absent
+  int32_t model;
+  int64_t num_coeffs;  // the caller's distortion length (0: none)
+  pfp::Robust<double> rob;
+  at::Tensor H, valid_out, gR, gt, gX, gx, gK, gw, gD;
+
+  static HessianCall prepare(const char* op, const at::Tensor& R, const at::Tensor& t,
+                             const at::Tensor& X, const at::Tensor& x, const at::Tensor& K,
+                             const std::optional<at::Tensor>& w, c10::string_view loss,
+                             double loss_scale, const std::optional<at::Tensor>& scales,
+                             const std::optional<at::Tensor>& dist, int64_t camera_model) {
+    // The points, K, weights, loss and scale obey solve_pnp's rules (the iteration options
+    // are not the Hessian's: valid placeholders).
+    check_pnp_inputs(X, x, K, w, {}, {}, loss, loss_scale, 1, 0.5);
+    const int64_t B = X.size(0);
+    TORCH_CHECK(R.sizes() == at::IntArrayRef({B, 3, 3}) && t.sizes() == at::IntArrayRef({B, 3}),
+                op, ": R and t must have shapes (", B, ", 3, 3) and (", B, ", 3), got ",
+                R.sizes(), " and ", t.sizes());
+    TORCH_CHECK(R.is_floating_point() && t.is_floating_point() && R.device() == X.device() &&
+                    t.device() == X.device(),
+                op, ": R and t must be floating-point tensors on ", X.device());
+    check_loss_scales(op, scales, X);
+    HessianCall c;
+    c.model = check_distortion(op, dist, camera_model, X);
+    c.R = R.to(at::kDouble).contiguous();
+    c.t = t.to(at::kDouble).contiguous();
+    c.X = X.contiguous();
+    c.x = x.contiguous();
+    c.K = K.to(at::kDouble).contiguous();
+    c.w = contiguous_or_undefined(w);
+    c.scales = contiguous_or_undefined(scales);
+    c.D = padded_distortion(dist);
+    c.num_coeffs = dist.has_value() ? dist->size(1) : 0;
+    c.rob = robust(loss, loss_scale);
+    return c;
+  }
+  int64_t batch() const { return X.size(0); }
+
+  void allocate_forward() {
+    H = at::empty({batch(), 6, 6}, X.options().dtype(at::kDouble));
+    valid_out = at::empty({batch()}, X.options().dtype(at::kBool));
+  }
+  void allocate_backward(const at::Tensor& grad_H, const at::Tensor& valid_in) {
+    const int64_t B = batch();
+    TORCH_CHECK(grad_H.sizes() == at::IntArrayRef({B, 6, 6}) &&
+                    valid_in.sizes() == at::IntArrayRef({B}) &&
+                    valid_in.scalar_type() == at::kBool && grad_H.device() == X.device() &&
+                    valid_in.device() == X.device(),
+                "pnp_hessian_backward: grad_hessian must be (", B, ", 6, 6) and valid the "
+                "forward's bool (", B, ") on ", X.device());
+    gH = grad_H.to(at::kDouble).contiguous();
+    valid = valid_in.contiguous();
+    gR = at::empty({B, 3, 3}, X.options());
+    gt = at::empty({B, 3}, X.options());
+    gX = at::empty_like(X);
+    gx = at::empty_like(x);
+    gK = at::empty({B, 3, 3}, X.options());
+    gw = at::empty_like(x);  // the gradient at unit weights when weights are absent
+    gD = at::empty({B, D.defined() ? pfp::kMaxDistortion : 0}, X.options());
+  }
+
+  template <typename scalar_t>
+  pfp::PnPHessianArgs<scalar_t> args() {
+    pfp::PnPHessianArgs<scalar_t> a{};
+    a.R = R.data_ptr<double>();
+    a.t = t.data_ptr<double>();
+    a.X = X.data_ptr<scalar_t>();
+    a.x = x.data_ptr<scalar_t>();
+    a.w = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
+    a.K = K.data_ptr<double>();
+    a.B = X.size(0);
+    a.N = X.size(1);
+    a.rob = rob;
+    a.scales = scales.defined() ? scales.data_ptr<double>() : nullptr;
+    a.D = D.defined() ? D.data_ptr<double>() : nullptr;
+    a.model = model;
+    if (H.defined()) {
+      a.H = H.data_ptr<double>();
+      a.valid = valid_out.data_ptr<bool>();
+    }
+    if (gH.defined()) {
+      a.gH = gH.data_ptr<double>();
+      a.valid_in = valid.data_ptr<bool>();
+      a.gR = gR.data_ptr<scalar_t>();
+      a.gt = gt.data_ptr<scalar_t>();
+      a.gX = gX.data_ptr<scalar_t>();
+      a.gx = gx.data_ptr<scalar_t>();
+      a.gK = gK.data_ptr<scalar_t>();
+      a.gw = gw.data_ptr<scalar_t>();
+      a.gD = D.defined() ? gD.data_ptr<scalar_t>() : nullptr;
+    }
+    return a;
+  }
+  std::tuple<at::Tensor, at::Tensor> forward_outputs() const { return {H, valid_out}; }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+  backward_outputs() const {
+    return {gR, gt, gX, gx, gK, gw, gD.narrow(1, 0, num_coeffs).contiguous()};
   }
 };
 

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "common/pnp_hessian.h"
 #include "common/pnp_ransac.h"
 #include "pnp/pnp_launch.h"
 
@@ -243,6 +244,15 @@ __device__ WarpAccumulator<scalar_t, kMasked> warp_accumulator(
   return acc;
 }
 
+// Problem b = this warp's, then every stride-th after it (a grid-stride loop), with the lane.
+template <typename F>
+__device__ __forceinline__ void for_each_warp_problem(int64_t B, F&& f) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
+  for (int64_t b = first; b < B; b += stride) f(b, lane);
+}
+
 template <typename scalar_t>
 __device__ void solve_one(const pfp::PnPForwardArgs<scalar_t>& a, int64_t b, int lane) {
   CameraCopy c(a.K, a.D, a.model, b);  // read in every point evaluation
@@ -255,39 +265,30 @@ template <typename scalar_t, int kMinWarpsPerSM>
 __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock,
                                   kMinWarpsPerSM / kForwardWarpsPerBlock)
     solve_pnp_kernel(const pfp::PnPForwardArgs<scalar_t> a) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
-  for (int64_t b = first; b < a.B; b += stride) solve_one(a, b, lane);
+  for_each_warp_problem(a.B, [&](int64_t b, int lane) { solve_one(a, b, lane); });
 }
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
     solve_pnp_ransac_kernel(const pfp::PnPRansacArgs<scalar_t> ra) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
   const auto& a = ra.f;
-  for (int64_t b = first; b < a.B; b += stride) {
+  for_each_warp_problem(a.B, [&](int64_t b, int lane) {
     CameraCopy c(a.K, a.D, a.model, b);
     auto acc = warp_accumulator<true>(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.prm.rob);
     acc.mask = ra.inliers + b * a.N;
     pfp::ransac_problem(acc, ra, b, acc.cam, lane, kWarp);
-  }
+  });
 }
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kWarp* kForwardWarpsPerBlock, 1)
     solve_pnp_minima_kernel(const pfp::PnPMinimaArgs<scalar_t> m) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
   const auto& a = m.f;
-  for (int64_t b = first; b < a.B; b += stride) {
+  for_each_warp_problem(a.B, [&](int64_t b, int lane) {
     CameraCopy c(a.K, a.D, a.model, b);
     auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.prm.rob);
     pfp::minima_problem(acc, m, b, acc.cam, lane, kWarp);
-  }
+  });
 }
 
 // Writes every gradient entry of problem b (zeros unless it converged, as on the CPU).
@@ -301,10 +302,23 @@ __device__ void backward_one(const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b,
 template <typename scalar_t>
 __global__ void __launch_bounds__(kWarp* kBackwardWarpsPerBlock, kBackwardMinBlocksPerSM)
     solve_pnp_backward_kernel(const pfp::PnPBackwardArgs<scalar_t> a) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / kWarp;
-  for (int64_t b = first; b < a.B; b += stride) backward_one(a, b, lane);
+  for_each_warp_problem(a.B, [&](int64_t b, int lane) { backward_one(a, b, lane); });
+}
+
+// pnp_hessian and its backward: one streaming pass over the points each, as the backward
+// (whose register budget the Hessian's pass keeps; its backward's Jets get the full one).
+template <typename scalar_t, bool kBackward>
+__global__ void __launch_bounds__(kWarp* kBackwardWarpsPerBlock,
+                                  kBackward ? 1 : kBackwardMinBlocksPerSM)
+    pnp_hessian_kernel(const pfp::PnPHessianArgs<scalar_t> a) {
+  for_each_warp_problem(a.B, [&](int64_t b, int lane) {
+    CameraCopy c(a.K, a.D, a.model, b);
+    auto acc = warp_accumulator(a.X, a.x, a.w, b, a.N, c.camera(), lane, a.rob);
+    if constexpr (kBackward)
+      pfp::hessian_backward_problem(acc, a, b, acc.cam, lane, kWarp);
+    else
+      pfp::hessian_problem(acc, a, b, acc.cam, lane, kWarp);
+  });
 }
 
 int64_t blocks_for(int64_t problems, int warps_per_block) {
@@ -356,6 +370,21 @@ cudaError_t launch_solve_pnp_minima(const pfp::PnPMinimaArgs<scalar_t>& m, cudaS
   return cudaGetLastError();
 }
 
+template <typename scalar_t>
+cudaError_t launch_pnp_hessian(const pfp::PnPHessianArgs<scalar_t>& a, bool backward,
+                               cudaStream_t stream) {
+  if (a.B <= 0) return cudaSuccess;
+  const dim3 grid(unsigned(blocks_for(a.B, kBackwardWarpsPerBlock)));
+  const dim3 block(kWarp * kBackwardWarpsPerBlock);
+  if (backward)
+    pnp_hessian_kernel<scalar_t, true><<<grid, block, 0, stream>>>(a);
+  else
+    pnp_hessian_kernel<scalar_t, false><<<grid, block, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+template cudaError_t launch_pnp_hessian<float>(const pfp::PnPHessianArgs<float>&, bool, cudaStream_t);
+template cudaError_t launch_pnp_hessian<double>(const pfp::PnPHessianArgs<double>&, bool, cudaStream_t);
 template cudaError_t launch_solve_pnp_minima<float>(const pfp::PnPMinimaArgs<float>&, cudaStream_t);
 template cudaError_t launch_solve_pnp_minima<double>(const pfp::PnPMinimaArgs<double>&, cudaStream_t);
 template cudaError_t launch_solve_pnp_ransac<float>(const pfp::PnPRansacArgs<float>&, cudaStream_t);

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "common/pnp_args.h"
+#include "common/pnp_hessian.h"
 
 namespace pyfacepnp {
 namespace gpu {
@@ -23,6 +24,11 @@ cudaError_t launch_solve_pnp_minima(const pfp::PnPMinimaArgs<scalar_t>& args, cu
 
 template <typename scalar_t>
 cudaError_t launch_solve_pnp_ransac(const pfp::PnPRansacArgs<scalar_t>& args, cudaStream_t stream);
+
+// pnp_hessian (backward = false) or pnp_hessian_backward on the same arguments.
+template <typename scalar_t>
+cudaError_t launch_pnp_hessian(const pfp::PnPHessianArgs<scalar_t>& args, bool backward,
+                               cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace pyfacepnp

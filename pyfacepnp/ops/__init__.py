@@ -1,5 +1,6 @@
 """Public functional API of the compiled ops."""
 
+from pyfacepnp.ops.hessian import PoseHessian, pose_hessian
 from pyfacepnp.ops.minima import PnPMinima, solve_pnp_minima
 from pyfacepnp.ops.pnp import PnPResult, PnPStatus, solve_pnp
 from pyfacepnp.ops.ransac import RansacResult, solve_pnp_ransac
@@ -13,9 +14,11 @@ __all__ = [
     "PnPMinima",
     "PnPResult",
     "PnPStatus",
+    "PoseHessian",
     "RansacResult",
     "RenderOutput",
     "invert_affine",
+    "pose_hessian",
     "render_mesh",
     "solve_pnp",
     "solve_pnp_minima",
