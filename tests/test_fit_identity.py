@@ -27,3 +27,24 @@ def test_a_short_run_learns_with_no_init():
     assert last["loss"] < 0.5 * first["loss"]
     assert last["statuses"]["degenerate"] == 0 and last["statuses"]["invalid"] == 0
     assert last["rotation_median"] < first["rotation_median"]
+
+
+def test_the_pose_distribution_loss_reaches_a_random_network():
+    """With the NLL term (pose_nll beside the pose loss), the first random outputs give a
+    finite loss, valid NLL terms and a gradient to the weights."""
+    from pyfacepnp.examples.fit_identity import TARGET_NOISE, training_loss
+    from pyfacepnp.geometry.rotation import so3_exp
+
+    torch.manual_seed(0)
+    net = CorrespondenceNet()
+    g = torch.Generator().manual_seed(2)
+    R, t = random_poses(128, g)
+    noise = TARGET_NOISE * torch.randn(128, 6, generator=g, dtype=torch.float64)
+    R_tgt, t_tgt = so3_exp(noise[:, :3]) @ R, t + noise[:, 3:]
+    loss_pose, _, _ = training_loss(net, R, t, R_tgt, t_tgt, 0.0, None)
+    loss, res, norm = training_loss(net, R, t, R_tgt, t_tgt, 0.01, None)
+    assert norm > 0 and torch.isfinite(loss) and float(loss) != float(loss_pose)
+    assert res.converged.float().mean() > 0.8
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0

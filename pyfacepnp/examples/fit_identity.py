@@ -9,8 +9,13 @@ correspondences, which the solver must still answer with a front-facing pose and
 
     python -m pyfacepnp.examples.fit_identity [--epochs 10] [--samples 65536] [--out runs/fit_identity]
 
-Writes ``metrics_seed<seed>.json`` (per-epoch loss, test rotation and translation errors, the statuses
-of the test solves) to ``--out``.
+With ``--nll-weight w`` the loss adds ``w`` times the pose-distribution loss
+(:func:`pyfacepnp.pose_nll`: the Laplace negative log-likelihood of the target pose), divided
+by a running mean of the weights' sum per point, as EPro-PnP normalises its KL loss: the NLL
+grows with the weights' scale, and the normalisation keeps its share of the gradient steady.
+
+Writes ``metrics_seed<seed>.json`` (``metrics_nll<w>_seed<seed>.json`` with the NLL; per-epoch
+loss, test rotation and translation errors, the statuses of the test solves) to ``--out``.
 """
 
 from __future__ import annotations
@@ -63,10 +68,34 @@ def pose_loss(R, t, R_tgt, t_tgt):
             + TRANSLATION_WEIGHT * (t - t_tgt).norm(dim=-1))
 
 
+SOLVER = dict(loss="huber", loss_scale=0.1)
+NLL_MOMENTUM = 0.1  # of the running mean of the weights' sum that normalises the NLL
+
+
 def solve(net, R, t, dtype):
     X, x, w = net(R.to(dtype), t.to(dtype))
+    return pyfacepnp.solve_pnp(X, x, torch.eye(3, dtype=dtype), w, **SOLVER)
+
+
+def training_loss(net, R, t, R_tgt, t_tgt, nll_weight, norm):
+    """The batch's loss and its solves: the pose loss masked by ``converged``, plus, with
+    ``nll_weight``, the NLL masked by its ``valid``, in units of ``norm`` (the running mean
+    of the weights' sum per point; updated and returned)."""
+    dtype = torch.float32
+    X, x, w = net(R.to(dtype), t.to(dtype))
     K = torch.eye(3, dtype=dtype)
-    return pyfacepnp.solve_pnp(X, x, K, w, loss="huber", loss_scale=0.1)
+    R_tgt, t_tgt = R_tgt.to(dtype), t_tgt.to(dtype)
+    if nll_weight > 0:
+        out = pyfacepnp.pose_nll(X, x, K, w, R_target=R_tgt, t_target=t_tgt, **SOLVER)
+        res = out.result
+        mean_w = float(w.detach().sum(-1).mean())
+        norm = mean_w if norm is None else (1 - NLL_MOMENTUM) * norm + NLL_MOMENTUM * mean_w
+        extra = nll_weight * (out.nll * out.valid) / norm
+    else:
+        res = pyfacepnp.solve_pnp(X, x, K, w, **SOLVER)
+        extra = 0.0
+    per = pose_loss(res.R, res.t, R_tgt, t_tgt) * res.converged + extra
+    return per.sum() / R.shape[0], res, norm
 
 
 def evaluate(net, n, seed):
@@ -81,7 +110,8 @@ def evaluate(net, n, seed):
                 statuses=dict(zip(("converged", "max_iterations", "degenerate", "invalid"), status)))
 
 
-def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, log=print):
+def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, log=print,
+          nll_weight=0.0):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     net = CorrespondenceNet()
@@ -89,6 +119,7 @@ def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, 
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     history = []
+    norm = None
     t0 = time.perf_counter()
     for epoch in range(epochs):
         total, dead = 0.0, 0
@@ -96,10 +127,8 @@ def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, 
             R, t = random_poses(batch, g)
             noise = TARGET_NOISE * torch.randn(batch, 6, generator=g, dtype=torch.float64)
             R_tgt, t_tgt = so3_exp(noise[:, :3]) @ R, t + noise[:, 3:]
-            res = solve(net, R, t, torch.float32)
+            objective, res, norm = training_loss(net, R, t, R_tgt, t_tgt, nll_weight, norm)
             ok = res.converged
-            per = pose_loss(res.R, res.t, R_tgt.float(), t_tgt.float()) * ok
-            objective = per.sum() / batch
             opt.zero_grad()
             objective.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 10.0)
@@ -121,12 +150,16 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=65536, help="samples per epoch")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nll-weight", type=float, default=0.0,
+                    help="weight of the pose-distribution loss (pose_nll) beside the pose loss")
     ap.add_argument("--out", type=Path, default=Path("runs/fit_identity"))
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    _, history = train(args.epochs, args.samples, args.batch, seed=args.seed)
+    _, history = train(args.epochs, args.samples, args.batch, seed=args.seed,
+                       nll_weight=args.nll_weight)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / f"metrics_seed{args.seed}.json",
+    tag = f"nll{args.nll_weight:g}_" if args.nll_weight > 0 else ""
+    atomic_write(args.out / f"metrics_{tag}seed{args.seed}.json",
                  lambda f: f.write(json.dumps(history, indent=1).encode()))
 
 
