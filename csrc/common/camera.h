@@ -59,6 +59,23 @@ struct Pinhole {
       PFP_UNROLL
       for (int j = 0; j <= i; ++j) H[i * 6 + j] -= c * (ev[i] * q[j] + q[i] * ev[j]) * iz;
   }
+
+  // Camera::backward_terms for the pinhole (gD is not written). du_a/dk_a = Xc / z; its
+  // derivative along d is d / z - (d_z / z) Xc / z. Xc/z and d/z are formed first: d ~ |t|^2
+  // and Xc ~ |t|, so d_z Xc would overflow for scenes scaled by ~1e105 although the gradient
+  // is finite.
+  PFP_HD void backward_terms(const T* Xc, T iz, const T (*du)[3], const T* d, const T* Jv,
+                             const T* alpha, const T* beta, T* gXc, T* gK, T*) const {
+    const T dz = d[2] * iz;
+    const T n[3] = {Xc[0] * iz, Xc[1] * iz, T(1)};
+    for (int a = 0; a < 2; ++a) {
+      for (int k = 0; k < 3; ++k) {
+        gK[3 * a + k] = alpha[a] * n[k] + beta[a] * (d[k] * iz - dz * n[k]);
+        gXc[k] += alpha[a] * du[a][k] - beta[a] * dz * du[a][k];
+      }
+      gXc[2] -= beta[a] * Jv[a] * iz;
+    }
+  }
 };
 
 template <typename T>
@@ -136,21 +153,11 @@ struct Camera {
   //   gD[k] = sum_a alpha_a du_a/dD_k + beta_a dJv_a/dD_k               (distorted only)
   PFP_HD void backward_terms(const T* Xc, T iz, const T (*du)[3], const T* d, const T* Jv,
                              const T* alpha, const T* beta, T* gXc, T* gK, T* gD) const {
-    const T dz = d[2] * iz;
     if (!distorted()) {
-      // du_a/dk_a = Xc / z; its derivative along d is d / z - (d_z / z) Xc / z. Xc/z and d/z
-      // are formed first: d ~ |t|^2 and Xc ~ |t|, so d_z Xc would overflow for scenes scaled
-      // by ~1e105 although the gradient is finite.
-      const T n[3] = {Xc[0] * iz, Xc[1] * iz, T(1)};
-      for (int a = 0; a < 2; ++a) {
-        for (int k = 0; k < 3; ++k) {
-          gK[3 * a + k] = alpha[a] * n[k] + beta[a] * (d[k] * iz - dz * n[k]);
-          gXc[k] += alpha[a] * du[a][k] - beta[a] * dz * du[a][k];
-        }
-        gXc[2] -= beta[a] * Jv[a] * iz;
-      }
+      Pinhole<T>{K}.backward_terms(Xc, iz, du, d, Jv, alpha, beta, gXc, gK, gD);
       return;
     }
+    const T dz = d[2] * iz;
     const T n[2] = {Xc[0] * iz, Xc[1] * iz};
     const T dn[2] = {d[0] * iz - n[0] * dz, d[1] * iz - n[1] * dz};  // dn along d
     LensEval<T> s;

@@ -132,17 +132,16 @@ PFP_HD void minima_problem(Acc& acc, const PnPMinimaArgs<scalar_t>& m, int64_t b
   if (lane == 0) m.count[b] = count;
 }
 
-// The implicit backward of problem b (see docs/math.md), from the float64 state of the
-// forward: v = H^-1 dL/dtheta, then each point's term. Writes every gradient entry of the
-// problem: zeros unless it converged, and zeros for zero-weight coordinates (a zero weight
-// removes a coordinate exactly; its weight's gradient is zero too, see docs/api.md).
-template <typename scalar_t, typename Acc>
-PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64_t b,
-                             const Camera<double>& cam, int lane, int lanes) {
-  const bool conv = problem_robust(a.rob, a.scales, b, acc.rob) && a.status[b] == kConverged;
+// What every point's backward of problem b needs, from the float64 state of the forward: the
+// robust kernel, the pose, v = H^-1 dL/dtheta and the cost's upstream gradient. False (v = 0)
+// unless the problem converged.
+template <typename scalar_t>
+PFP_HD bool backward_adjoint(const PnPBackwardArgs<scalar_t>& a, int64_t b, Robust<double>& rob,
+                             Pose<double>& P, double* v, double& gcost) {
+  const bool conv = problem_robust(a.rob, a.scales, b, rob) && a.status[b] == kConverged;
   const double* st = a.state + kStateSize * b;
-  Pose<double> P;
-  double v[6] = {0, 0, 0, 0, 0, 0}, gcost = 0.0;
+  for (int i = 0; i < 6; ++i) v[i] = 0.0;
+  gcost = 0.0;
   for (int i = 0; i < 9; ++i) P.R[i] = st[i];
   for (int i = 0; i < 3; ++i) P.t[i] = st[9 + i];
   if (conv) {
@@ -157,6 +156,29 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
     }
     gcost = double(a.gc[b]);
   }
+  return conv;
+}
+
+// Problem b's dL/dK (rows 0-1 of gcam; row 2 is zero) and dL/dD.
+template <typename scalar_t>
+PFP_HD void store_camera_grad(const PnPBackwardArgs<scalar_t>& a, int64_t b, const double* gcam,
+                              int lane, int lanes) {
+  for (int k = lane; k < 9; k += lanes) a.gK[9 * b + k] = scalar_t(k < 6 ? gcam[k] : 0.0);
+  if (a.gD != nullptr)
+    for (int k = lane; k < kMaxDistortion; k += lanes)
+      a.gD[kMaxDistortion * b + k] = scalar_t(gcam[6 + k]);
+}
+
+// The implicit backward of problem b (see docs/math.md): backward_adjoint, then each point's
+// term. Writes every gradient entry of the problem: zeros unless it converged, and zeros for
+// zero-weight coordinates (a zero weight removes a coordinate exactly; its weight's gradient
+// is zero too, see docs/api.md).
+template <typename scalar_t, typename Acc>
+PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64_t b,
+                             const Camera<double>& cam, int lane, int lanes) {
+  Pose<double> P;
+  double v[6], gcost;
+  const bool conv = backward_adjoint(a, b, acc.rob, P, v, gcost);
   // dL/dK rows 0-1 (6), then dL/dD (kMaxDistortion) for a distorted camera.
   constexpr int kCam = 6 + kMaxDistortion;
   double gcam[kCam];
@@ -183,10 +205,7 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
     }
   });
   acc.reduce(gcam, cam.distorted() ? kCam : 6);
-  for (int k = lane; k < 9; k += lanes) a.gK[9 * b + k] = scalar_t(k < 6 ? gcam[k] : 0.0);
-  if (a.gD != nullptr)
-    for (int k = lane; k < kMaxDistortion; k += lanes)
-      a.gD[kMaxDistortion * b + k] = scalar_t(gcam[6 + k]);
+  store_camera_grad(a, b, gcam, lane, lanes);
 }
 
 }  // namespace pfp

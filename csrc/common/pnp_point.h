@@ -238,10 +238,12 @@ PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>&
 // to dL/dK rows 0-1 (6, row-major), dL/dw (2) and, for a distorted camera, to dL/dD
 // (kMaxDistortion):
 //   dL/dphi = -d/dphi (v . grad_theta e_i(theta*, phi)) + gc dE_i/dphi.
-template <typename T>
-PFP_HD void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Camera<T>& cam,
-                           const T* R, const Robust<T>& rob, const T* v, T gc, T* gX, T* gx,
-                           T* gK, T* gw, T* gD) {
+// Cam is a Camera or a Pinhole, Rob a Robust or a kernel of it alone (ConvexRobust, the CPU's
+// L2Robust), as in add_point_normal_eq.
+template <typename T, typename Cam, typename Rob>
+PFP_HD_INLINE void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Cam& cam,
+                                  const T* R, const Rob& rob, const T* v, T gc, T* gX, T* gx,
+                                  T* gK, T* gw, T* gD) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
   const T iz = T(1) / e.Xc[2];

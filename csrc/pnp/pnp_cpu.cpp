@@ -63,7 +63,8 @@ struct CpuAccumulator {
   // unpadded answer, which holds only when both take the same path (the padding adds zeros to
   // the same lanes).
   bool vectorised() const {
-    return !kMasked && !cam.distorted() && rob.kind <= pfp::kLossHuber;
+    return !kMasked && !cam.distorted() && rob.kind <= pfp::kLossHuber &&
+           pyfacepnp::pinhole_passes().gauss_newton != nullptr;
   }
 
   // A buffer per thread, reused by its problems (no allocation per problem).
@@ -130,6 +131,24 @@ struct CpuAccumulator {
   }
 };
 
+// backward_problem for a converged problem when acc.vectorised() (pnp_cpu_simd.h); false,
+// having written nothing, for any other.
+template <typename scalar_t>
+bool vectorised_backward_problem(CpuAccumulator<scalar_t>& acc,
+                                 const pfp::PnPBackwardArgs<scalar_t>& a, int64_t b) {
+  Pose<double> P;
+  double v[6], gcost;
+  if (!pfp::backward_adjoint(a, b, acc.rob, P, v, gcost)) return false;
+  const int64_t N = acc.N;
+  const pyfacepnp::PinholeBackward<scalar_t> pass{
+      acc.X, acc.x, acc.w, N, P, acc.cam.K, acc.rob, v, gcost,
+      a.gX + b * N * 3, a.gx + b * N * 2, a.gw + b * N * 2};
+  double gcam[6 + pfp::kMaxDistortion] = {};  // dL/dD stays zero: no lens
+  pyfacepnp::pinhole_passes().backward<scalar_t>(acc.rob.kind)(pass, gcam);
+  pfp::store_camera_grad(a, b, gcam, 0, 1);
+  return true;
+}
+
 // Problem b's accumulator over the flat arrays of `a` (forward or backward arguments); null
 // weights (unit weights) stay null rather than becoming an offset from null.
 template <bool kMasked = false, typename Args>
@@ -193,7 +212,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp
       for (int64_t b = begin; b < end; ++b) {
         const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
         auto acc = problem_accumulator(a, b, cam, a.rob);
-        pfp::backward_problem(acc, a, b, cam, 0, 1);
+        if (!(acc.vectorised() && vectorised_backward_problem(acc, a, b)))
+          pfp::backward_problem(acc, a, b, cam, 0, 1);
       }
     });
   });

@@ -11,11 +11,13 @@
 //   - the lanes are summed in one fixed order at the end, so every SIMD width gives the same
 //     bits (the build has -ffp-contract=off for the same reason).
 // The passes are compiled for AVX-512, AVX2 and the x86-64 baseline and chosen at run time
-// by the CPU (PYFACEPNP_CPU_ISA=baseline|avx2|avx512 forces one, for tests), so a wheel built
-// on one machine runs on any x86-64.
+// by the CPU (PYFACEPNP_CPU_ISA=baseline|avx2|avx512 forces one, and =scalar none, for
+// tests), so a wheel built on one machine runs on any x86-64.
 #pragma once
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/pnp_point.h"
@@ -55,6 +57,18 @@ struct LaneEq {  // add_point_normal_eq's accumulator, for one lane
   LaneRef g, H;
 };
 
+// Point i of the columns c (PointsSoA's seven).
+__attribute__((always_inline)) inline pfp::PointObs<double> soa_point(
+    const double* __restrict const* c, int64_t i) {
+  pfp::PointObs<double> o;
+  for (int k = 0; k < 3; ++k) o.X[k] = c[k][i];
+  for (int k = 0; k < 2; ++k) {
+    o.x[k] = c[3 + k][i];
+    o.w[k] = c[5 + k][i];
+  }
+  return o;
+}
+
 struct PinholePass {
   const PointsSoA* pts;
   pfp::Pose<double> P;
@@ -75,13 +89,7 @@ __attribute__((always_inline)) inline bool pinhole_normal_eq(const PinholePass& 
   for (int k = 0; k < 7; ++k) c[k] = a.pts->col(k);
   for (int64_t i0 = 0; i0 < a.pts->n_padded; i0 += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const int64_t i = i0 + l;
-      pfp::PointObs<double> o;
-      for (int k = 0; k < 3; ++k) o.X[k] = c[k][i];
-      for (int k = 0; k < 2; ++k) {
-        o.x[k] = c[3 + k][i];
-        o.w[k] = c[5 + k][i];
-      }
+      const auto o = soa_point(c, i0 + l);
       pfp::PointEval<double> e;
       pfp::transform_point(P, o, e);
       // A point on or behind the camera plane gets depth 1 and adds its weight to `behind`
@@ -110,10 +118,116 @@ __attribute__((always_inline)) inline bool pinhole_normal_eq(const PinholePass& 
   return !(nb > 0.0);
 }
 
+// The l2 kernel alone: Robust::eval's short path (no square root or division), for the
+// backward's l2 copy.
+template <typename T>
+struct L2Robust {
+  pfp::Robust<T> rob;
+  void eval(T s, T& rho, T& d1, T& d2) const {
+    rho = s;
+    d1 = T(1);
+    d2 = T(0);
+  }
+};
+
+// The backward of a converged problem (common/pnp_batch.h, backward_problem) over its arrays
+// in the input dtype S: each point's gradients, and rows 0-1 of dL/dK summed into gK (6).
+template <typename S>
+struct PinholeBackward {
+  const S *X, *x, *w;  // (N,3), (N,2), (N,2) or null (unit weights)
+  int64_t N;
+  pfp::Pose<double> P;
+  const double* K;
+  pfp::Robust<double> rob;
+  const double* v;  // H^-1 dL/dtheta (6)
+  double gcost;
+  S *gX, *gx, *gw;  // (N,3), (N,2), (N,2)
+};
+
+// The backward has no pass before it to build a structure of arrays: each block of kLanes
+// points is loaded (load_point, once per point) into one on the stack, and its gradients are
+// stored from another. Rob: L2Robust or ConvexRobust.
+template <typename Rob, typename S>
+__attribute__((always_inline)) inline void pinhole_backward(const PinholeBackward<S>& a,
+                                                            double* gK) {
+  alignas(64) double gk[6 * kLanes] = {}, in[7 * kLanes], blk[7 * kLanes];
+  // Local copies: the stores below could alias the arguments' arrays, and the alias checks
+  // that would take are more than GCC versions a loop for.
+  double K[6], v[6];
+  for (int k = 0; k < 6; ++k) {
+    K[k] = a.K[k];
+    v[k] = a.v[k];
+  }
+  const pfp::Pinhole<double> cam{K};
+  const Rob rob{a.rob};
+  const pfp::Pose<double> P = a.P;
+  const double gc = a.gcost;
+  const double* __restrict c[7];
+  for (int k = 0; k < 7; ++k) c[k] = in + k * kLanes;
+  for (int64_t i0 = 0; i0 < a.N; i0 += kLanes) {
+    const int nb = int(std::min<int64_t>(kLanes, a.N - i0));
+    for (int l = 0; l < kLanes; ++l) {  // inactive points and the tail as zeros
+      pfp::PointObs<double> o{};
+      if (l < nb) o = pfp::load_point<double>(a.X, a.x, a.w, i0 + l);
+      if (!o.active()) o = pfp::PointObs<double>{};
+      for (int k = 0; k < 3; ++k) in[k * kLanes + l] = o.X[k];
+      for (int k = 0; k < 2; ++k) {
+        in[(3 + k) * kLanes + l] = o.x[k];
+        in[(5 + k) * kLanes + l] = o.w[k];
+      }
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      const auto o = soa_point(c, l);
+      pfp::PointEval<double> e;
+      pfp::transform_point(P, o, e);
+      // The scalar backward's points, active and in front of the camera, have keep > 0
+      // (weights are >= 0). The others are evaluated at depth 1 (inactive ones are zeros:
+      // every term is finite) and get zeros. Masks from double comparisons only: a bool
+      // combination (&&) becomes a mask conversion GCC does not vectorise.
+      const double m = e.Xc[2] > 0.0 ? 1.0 : 0.0;
+      const double keep = m * (o.w[0] + o.w[1]);
+      e.Xc[2] = e.Xc[2] * m + (1.0 - m);
+      double u[2];
+      cam.project(e.Xc, 1.0 / e.Xc[2], u, e.a);
+      pfp::set_residual(o, u, e);
+      double gX[3], gx[2], gw[2], pk[6];
+      pfp::point_backward(e, o, cam, P.R, rob, v, gc, gX, gx, pk, gw,
+                          static_cast<double*>(nullptr));
+      for (int k = 0; k < 3; ++k) blk[k * kLanes + l] = keep > 0.0 ? gX[k] : 0.0;
+      for (int k = 0; k < 2; ++k) {
+        blk[(3 + k) * kLanes + l] = keep > 0.0 ? gx[k] : 0.0;
+        blk[(5 + k) * kLanes + l] = m * o.w[k] > 0.0 ? gw[k] : 0.0;  // zero weight: zero
+      }
+      for (int k = 0; k < 6; ++k) gk[k * kLanes + l] += keep > 0.0 ? pk[k] : 0.0;
+    }
+    for (int l = 0; l < nb; ++l) {
+      const int64_t i = i0 + l;
+      for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = S(blk[k * kLanes + l]);
+      for (int k = 0; k < 2; ++k) {
+        a.gx[2 * i + k] = S(blk[(3 + k) * kLanes + l]);
+        a.gw[2 * i + k] = S(blk[(5 + k) * kLanes + l]);
+      }
+    }
+  }
+  for (int k = 0; k < 6; ++k) gK[k] = 0.0;
+  for (int l = 0; l < kLanes; ++l)
+    for (int k = 0; k < 6; ++k) gK[k] += gk[k * kLanes + l];
+}
+
 using NormalEqPassFn = bool (*)(const PinholePass&, pfp::NormalEq<double>&);
+template <typename S>
+using BackwardPassFn = void (*)(const PinholeBackward<S>&, double*);
 struct PinholePassSet {
   NormalEqPassFn gauss_newton, exact;
+  BackwardPassFn<float> backward_f32[2];  // l2, Huber
+  BackwardPassFn<double> backward_f64[2];
   const char* isa;
+  template <typename S>
+  BackwardPassFn<S> backward(int32_t loss) const {
+    const int h = loss == pfp::kLossHuber ? 1 : 0;
+    if constexpr (std::is_same_v<S, float>) return backward_f32[h];
+    else return backward_f64[h];
+  }
 };
 
 // Each ISA's copy of the passes: the target attribute recompiles the always-inline body (and,
@@ -126,6 +240,20 @@ struct PinholePassSet {
   ATTR __attribute__((flatten)) inline bool NAME##_exact(const PinholePass& a,                 \
                                                         pfp::NormalEq<double>& o) {           \
     return pinhole_normal_eq<true>(a, o);                                                      \
+  }                                                                                            \
+  template <typename Rob, typename S>                                                          \
+  ATTR __attribute__((flatten)) inline void NAME##_backward(const PinholeBackward<S>& a,       \
+                                                           double* gK) {                       \
+    pinhole_backward<Rob>(a, gK);                                                              \
+  }
+#define PYFACEPNP_PASS_SET(NAME)                                                               \
+  PinholePassSet {                                                                             \
+    NAME##_gn, NAME##_exact,                                                                   \
+        {NAME##_backward<L2Robust<double>, float>,                                             \
+         NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
+        {NAME##_backward<L2Robust<double>, double>,                                            \
+         NAME##_backward<pfp::ConvexRobust<double>, double>},                                  \
+        #NAME                                                                                  \
   }
 
 PYFACEPNP_PINHOLE_PASSES(baseline, )
@@ -136,24 +264,31 @@ PYFACEPNP_PINHOLE_PASSES(avx512, __attribute__((target("avx512f,avx512dq,avx512v
 #endif
 #undef PYFACEPNP_PINHOLE_PASSES
 
-// The widest variant this CPU runs, or the one PYFACEPNP_CPU_ISA names (when it runs here).
+// The widest variant this CPU runs, or the one PYFACEPNP_CPU_ISA names (when it runs here);
+// "scalar" turns the vectorised passes off (CpuAccumulator::vectorised()), for comparisons.
 inline PinholePassSet select_pinhole_passes() {
-  const PinholePassSet base{baseline_gn, baseline_exact, "baseline"};
+  const char* want = std::getenv("PYFACEPNP_CPU_ISA");
+  const auto wants = [&](const char* isa) {
+    return want != nullptr && std::strcmp(want, isa) == 0;
+  };
+  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, {}, {}, "scalar"};
+  const PinholePassSet base = PYFACEPNP_PASS_SET(baseline);
 #ifdef PYFACEPNP_CPU_DISPATCH
-  const PinholePassSet v2{avx2_gn, avx2_exact, "avx2"};
-  const PinholePassSet v512{avx512_gn, avx512_exact, "avx512"};
+  const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2);
+  const PinholePassSet v512 = PYFACEPNP_PASS_SET(avx512);
   __builtin_cpu_init();
   const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const bool has512 = has2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  const char* want = std::getenv("PYFACEPNP_CPU_ISA");
-  if (want != nullptr && std::strcmp(want, "baseline") == 0) return base;
-  if (want != nullptr && std::strcmp(want, "avx2") == 0) return has2 ? v2 : base;
+  if (wants("baseline")) return base;
+  if (wants("avx2")) return has2 ? v2 : base;
   return has512 ? v512 : has2 ? v2 : base;
 #else
   return base;
 #endif
 }
+
+#undef PYFACEPNP_PASS_SET
 
 inline const PinholePassSet& pinhole_passes() {
   static const PinholePassSet set = select_pinhole_passes();
