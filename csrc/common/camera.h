@@ -42,6 +42,12 @@ struct Pinhole {
     }
   }
 
+  // Camera::ray for the pinhole: K^-1 x.
+  PFP_HD static void ray(const T* Kinv, const T* x, T* m) {
+    const T xh[3] = {x[0], x[1], T(1)};
+    matvec3(Kinv, xh, m);
+  }
+
   // Camera::add_curvature for the pinhole: M = -(b e_z^T + e_z b^T) / z with
   // b = sum_a lam_a du_a, so J^T M J = -(e q^T + q e^T) / z with q = J^T b and
   // e = J^T e_z = [Y x e_z; e_z].
@@ -211,8 +217,7 @@ struct Camera {
   // The ray through pixel x: K^-1 x, undistorted (the distorted coordinates themselves where
   // the lens model cannot be inverted there; the ray only seeds the start).
   PFP_HD static void ray(const RayMap<T>& map, const T* x, T* m) {
-    const T xh[3] = {x[0], x[1], T(1)};
-    matvec3(map.Kinv, xh, m);
+    Pinhole<T>::ray(map.Kinv, x, m);
     if (map.model == kModelPinhole) return;
     const T nd[2] = {m[0] / m[2], m[1] / m[2]};
     T n[2];

@@ -31,8 +31,10 @@ struct OmegaAccum {
 };
 
 // Add one point: Xr is the centred 3D point, m the normalised ray K^{-1}[x;1], w its weight.
-template <typename T>
-PFP_HD void add_point_omega(const T* Xr, const T* m, T w, OmegaAccum<T>& acc) {
+// Acc is an OmegaAccum or any struct with `S[9]`, `B[27]` and `C[81]` that can be added to
+// (the CPU's per-lane sums, pnp/pnp_cpu_simd.h).
+template <typename T, typename Acc>
+PFP_HD_INLINE void add_point_omega(const T* Xr, const T* m, T w, Acc& acc) {
   const T im2 = T(1) / dot3(m, m);
   T Q[9];
   for (int j = 0; j < 3; ++j)
@@ -43,10 +45,14 @@ PFP_HD void add_point_omega(const T* Xr, const T* m, T w, OmegaAccum<T>& acc) {
   for (int j = 0; j < 3; ++j)
     for (int l = 0; l < 3; ++l)
       for (int k = 0; k < 3; ++k) acc.B[9 * j + 3 * l + k] += Q[3 * j + l] * Xr[k];
+  PFP_UNROLL
   for (int j = 0; j < 3; ++j)
+    PFP_UNROLL
     for (int k = 0; k < 3; ++k) {
       const int row = 3 * j + k;
+      PFP_UNROLL
       for (int l = 0; l <= j; ++l)
+        PFP_UNROLL
         for (int n = 0; n < 3; ++n) {
           const int col = 3 * l + n;
           if (col <= row) acc.C[9 * row + col] += Q[3 * j + l] * Xr[k] * Xr[n];

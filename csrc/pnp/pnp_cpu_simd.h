@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/pnp_init.h"
 #include "common/pnp_point.h"
 
 namespace pyfacepnp {
@@ -214,11 +215,48 @@ __attribute__((always_inline)) inline void pinhole_backward(const PinholeBackwar
     for (int k = 0; k < 6; ++k) gK[k] += gk[k * kLanes + l];
 }
 
+struct LaneOmega {  // add_point_omega's accumulator, for one lane
+  LaneRef S, B, C;
+};
+
+// The global start's sums (common/pnp_init.h) over the points centred at `mean`, with the
+// pinhole's rays K^-1 x. Inactive points have weight 0 and finite coordinates: they add zeros.
+__attribute__((always_inline)) inline void pinhole_omega(const PointsSoA& pts, const double* mean,
+                                                         const double* Kinv,
+                                                         pfp::OmegaAccum<double>& out) {
+  alignas(64) double S[9 * kLanes] = {}, B[27 * kLanes] = {}, C[81 * kLanes] = {};
+  const double* __restrict c[7];
+  for (int k = 0; k < 7; ++k) c[k] = pts.col(k);
+  const double mu[3] = {mean[0], mean[1], mean[2]};
+  double Ki[9];
+  for (int k = 0; k < 9; ++k) Ki[k] = Kinv[k];
+  for (int64_t i0 = 0; i0 < pts.n_padded; i0 += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const int64_t i = i0 + l;
+      const double Xr[3] = {c[0][i] - mu[0], c[1][i] - mu[1], c[2][i] - mu[2]};
+      const double x[2] = {c[3][i], c[4][i]};
+      double m[3];
+      pfp::Pinhole<double>::ray(Ki, x, m);
+      LaneOmega acc{{S, l}, {B, l}, {C, l}};
+      pfp::add_point_omega(Xr, m, 0.5 * (c[5][i] + c[6][i]), acc);
+    }
+  }
+  out.zero();
+  for (int l = 0; l < kLanes; ++l) {
+    for (int k = 0; k < 9; ++k) out.S[k] += S[k * kLanes + l];
+    for (int k = 0; k < 27; ++k) out.B[k] += B[k * kLanes + l];
+    for (int k = 0; k < 81; ++k) out.C[k] += C[k * kLanes + l];
+  }
+}
+
 using NormalEqPassFn = bool (*)(const PinholePass&, pfp::NormalEq<double>&);
+using OmegaPassFn = void (*)(const PointsSoA&, const double*, const double*,
+                             pfp::OmegaAccum<double>&);
 template <typename S>
 using BackwardPassFn = void (*)(const PinholeBackward<S>&, double*);
 struct PinholePassSet {
   NormalEqPassFn gauss_newton, exact;
+  OmegaPassFn omega;
   BackwardPassFn<float> backward_f32[2];  // l2, Huber
   BackwardPassFn<double> backward_f64[2];
   const char* isa;
@@ -241,6 +279,10 @@ struct PinholePassSet {
                                                         pfp::NormalEq<double>& o) {           \
     return pinhole_normal_eq<true>(a, o);                                                      \
   }                                                                                            \
+  ATTR __attribute__((flatten)) inline void NAME##_omega(                                      \
+      const PointsSoA& p, const double* mean, const double* Kinv, pfp::OmegaAccum<double>& o) { \
+    pinhole_omega(p, mean, Kinv, o);                                                           \
+  }                                                                                            \
   template <typename Rob, typename S>                                                          \
   ATTR __attribute__((flatten)) inline void NAME##_backward(const PinholeBackward<S>& a,       \
                                                            double* gK) {                       \
@@ -248,7 +290,7 @@ struct PinholePassSet {
   }
 #define PYFACEPNP_PASS_SET(NAME)                                                               \
   PinholePassSet {                                                                             \
-    NAME##_gn, NAME##_exact,                                                                   \
+    NAME##_gn, NAME##_exact, NAME##_omega,                                                     \
         {NAME##_backward<L2Robust<double>, float>,                                             \
          NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
         {NAME##_backward<L2Robust<double>, double>,                                            \
@@ -271,7 +313,7 @@ inline PinholePassSet select_pinhole_passes() {
   const auto wants = [&](const char* isa) {
     return want != nullptr && std::strcmp(want, isa) == 0;
   };
-  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, {}, {}, "scalar"};
+  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, "scalar"};
   const PinholePassSet base = PYFACEPNP_PASS_SET(baseline);
 #ifdef PYFACEPNP_CPU_DISPATCH
   const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2);
