@@ -101,6 +101,7 @@ struct CpuAccumulator {
   }
 
   void omega(const double* mean, const pfp::RayMap<double>& rays, OmegaAccum<double>& acc) const {
+    if (soa != nullptr) return pyfacepnp::pinhole_passes().omega(*soa, mean, rays.Kinv, acc);
     acc.zero();
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);
