@@ -22,11 +22,19 @@ def test_random_initial_network_gets_gradients_for_every_problem():
 
 
 def test_a_short_run_learns_with_no_init():
-    _, history = train(epochs=3, samples=4096, test_size=256, log=lambda s: None)
+    """256 steps (4 epochs of 16,384 samples). 3 epochs of 4,096 left the test rotation error at
+    chance (a uniform rotation's median, 2.2 rad) and up to all of the test solves at
+    MAX_ITERATIONS, where the loss is masked: whether the loss halved and the rotation median
+    fell then flipped with the rounding of the solver's sums (a reordered sum flipped it for
+    seeds 1 and 4 of 0-5). Over seeds 0-4, with the global start's Omega sums in either order
+    (vectorised or scalar pass), this run's last epoch had 0.08-0.21 of the first's loss and
+    a rotation median of 0.09-0.25 rad."""
+    _, history = train(epochs=4, samples=16384, test_size=256, log=lambda s: None)
     first, last = history[0], history[-1]
     assert last["loss"] < 0.5 * first["loss"]
     assert last["statuses"]["degenerate"] == 0 and last["statuses"]["invalid"] == 0
     assert last["rotation_median"] < first["rotation_median"]
+    assert last["rotation_median"] < 0.5  # learned: chance is 2.2 rad
 
 
 def test_the_pose_distribution_loss_reaches_a_random_network():
