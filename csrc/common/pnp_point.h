@@ -109,7 +109,8 @@ PFP_HD PointObs<T> load_point(const S* X, const S* x, const S* w, int64_t i,
   for (int k = 0; k < 3; ++k) o.X[k] = T(X[3 * i + k]);
   for (int k = 0; k < 2; ++k) {
     o.w[k] = !keep ? T(0) : w == nullptr ? T(1) : T(w[2 * i + k]);
-    o.x[k] = o.w[k] == T(0) ? T(0) : T(x[2 * i + k]);
+    const T xk = T(x[2 * i + k]);  // read unconditionally: a select, not a branch, drops it
+    o.x[k] = o.w[k] == T(0) ? T(0) : xk;
   }
   return o;
 }

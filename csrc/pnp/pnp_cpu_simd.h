@@ -167,15 +167,25 @@ __attribute__((always_inline)) inline void pinhole_backward(const PinholeBackwar
   for (int k = 0; k < 7; ++k) c[k] = in + k * kLanes;
   for (int64_t i0 = 0; i0 < a.N; i0 += kLanes) {
     const int nb = int(std::min<int64_t>(kLanes, a.N - i0));
-    for (int l = 0; l < kLanes; ++l) {  // inactive points and the tail as zeros
-      pfp::PointObs<double> o{};
-      if (l < nb) o = pfp::load_point<double>(a.X, a.x, a.w, i0 + l);
-      if (!o.active()) o = pfp::PointObs<double>{};
-      for (int k = 0; k < 3; ++k) in[k * kLanes + l] = o.X[k];
+    // Inactive points as zeros (load_point has zeroed their x; weights are >= 0), the tail too.
+    const auto put = [&](int l, const pfp::PointObs<double>& o) {
+      const bool act = o.w[0] + o.w[1] > 0.0;
+      for (int k = 0; k < 3; ++k) in[k * kLanes + l] = act ? o.X[k] : 0.0;
       for (int k = 0; k < 2; ++k) {
         in[(3 + k) * kLanes + l] = o.x[k];
         in[(5 + k) * kLanes + l] = o.w[k];
       }
+    };
+    // A full block in a loop free of branches: the weights' null test is taken outside it
+    // (load_point folds it then, and reads x whatever the weight).
+    if (nb == kLanes && a.w != nullptr) {
+      for (int l = 0; l < kLanes; ++l) put(l, pfp::load_point<double>(a.X, a.x, a.w, i0 + l));
+    } else if (nb == kLanes) {
+      for (int l = 0; l < kLanes; ++l)
+        put(l, pfp::load_point<double>(a.X, a.x, static_cast<const S*>(nullptr), i0 + l));
+    } else {
+      for (int l = 0; l < kLanes; ++l)
+        put(l, l < nb ? pfp::load_point<double>(a.X, a.x, a.w, i0 + l) : pfp::PointObs<double>{});
     }
     for (int l = 0; l < kLanes; ++l) {
       const auto o = soa_point(c, l);
