@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "profile"
 
 # (stage, regular expression on the symbol), first match wins; unmatched symbols of the
-# library are "other (library)", samples outside it "call overhead (Python, torch)".
+# library are "other (library)", samples outside it (the wrapper, autograd, torch's tensor
+# work: the backward's gradient buffers are filled there) "call overhead (Python, torch)".
 STAGES = [
     ("global start: descents on S^3", r"start_minimum|trust_region_step|quartic_descent|sphere_|quartic_eval"),
     ("global start: Omega, quartic form, candidates", r"object_space_minima|quartic_form|omega|centroid|matvec3|rot_distance"),
@@ -49,8 +50,10 @@ def build() -> Path:
     return pkg
 
 
-def driver(n: int, batch: int, seconds: float, backward: bool) -> None:
-    """The profiled loop: repeated calls on one batch for about `seconds`; prints µs/problem."""
+def driver(n: int, batch: int, seconds: float, backward: bool, data: str) -> None:
+    """The profiled loop: repeated calls on one batch while `perf` samples this process (it
+    is attached after the imports and the problems are made, so they do not count); prints
+    the time per problem of the loop."""
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -60,16 +63,24 @@ def driver(n: int, batch: int, seconds: float, backward: bool) -> None:
     torch.set_num_threads(1)
     p = make_problems("face", batch, n)
     X, x, K = p.points3d, p.points2d, p.K
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+
+    def call():
         if backward:
             Xg, xg = X.clone().requires_grad_(), x.clone().requires_grad_()
             res = pyfacepnp.solve_pnp(Xg, xg, K)
             torch.autograd.grad((res.R.sum(), res.t.sum()), (Xg, xg))
         else:
             pyfacepnp.solve_pnp(X, x, K)
+
+    call()  # warm-up
+    perf = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-o", data, "-p", str(os.getpid()),
+                             "--", "sleep", str(seconds)])
+    time.sleep(0.5)  # perf attaches
+    calls, t0 = 0, time.perf_counter()
+    while perf.poll() is None:
+        call()
         calls += 1
-    print(f"{(time.perf_counter() - t0) / calls / batch * 1e6:.2f}")
+    print(f"{(time.perf_counter() - t0) / max(calls, 1) / batch * 1e6:.2f}")
 
 
 def shares(data: Path) -> dict[str, float]:
@@ -95,10 +106,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[68, 1220])
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--driver", nargs=3, metavar=("N", "BATCH", "BACKWARD"), help=argparse.SUPPRESS)
+    ap.add_argument("--driver", nargs=4, metavar=("N", "BATCH", "BACKWARD", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.driver:
-        return driver(int(args.driver[0]), int(args.driver[1]), args.seconds, args.driver[2] == "1")
+        n, batch, backward, data = args.driver
+        return driver(int(n), int(batch), args.seconds, backward == "1", data)
     if shutil.which("perf") is None:
         sys.exit("needs Linux perf")
     env = dict(os.environ, PYTHONPATH=str(build()), OMP_NUM_THREADS="1")
@@ -106,9 +118,8 @@ def main(argv=None) -> None:
         cols = {}
         for backward in (False, True):
             data = BUILD / f"n{n}_{int(backward)}.data"
-            res = subprocess.run(["perf", "record", "-q", "-F", "2000", "-o", str(data), sys.executable,
-                                  __file__, "--seconds", str(args.seconds), "--driver", str(n),
-                                  str(args.batch), str(int(backward))],
+            res = subprocess.run([sys.executable, __file__, "--seconds", str(args.seconds), "--driver",
+                                  str(n), str(args.batch), str(int(backward)), str(data)],
                                  env=env, capture_output=True, text=True, check=True)
             cols[backward] = (float(res.stdout.split()[-1]), shares(data))
         print(f"\nN = {n}, B = {args.batch}, float64, one thread: forward {cols[False][0]:.1f} µs, "
