@@ -166,6 +166,15 @@ auto problem_accumulator(const Args& a, int64_t b, const pfp::Camera<double>& ca
 // spread over threads whose start-up costs more than the work.
 int64_t grain_size(int64_t N) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)); }
 
+// f(b, cam) for every problem b of `a` (flat arguments with K, D, model, B and N), problems
+// in parallel, each with its camera.
+template <typename Args, typename F>
+void for_each_problem(const Args& a, F&& f) {
+  at::parallel_for(0, a.B, grain_size(a.N), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) f(b, pfp::problem_camera(a.K, a.D, a.model, b));
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, const at::Tensor& K_in,
               const std::optional<at::Tensor>& weights_in,
@@ -178,16 +187,13 @@ solve_pnp_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_in, cons
                                               init_R_in, init_t_in, loss, huber_delta,
                                               max_iterations, tolerance, loss_scales, distortion,
                                               camera_model);
-  const int64_t B = call.batch(), N = call.in.X.size(1);
+  const int64_t B = call.batch();
   if (B == 0) return call.out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_cpu", [&] {
     const auto a = call.args<scalar_t>();
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator(a, b, cam, a.prm.rob);
-        pfp::forward_problem(acc, a, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator(a, b, cam, a.prm.rob);
+      pfp::forward_problem(acc, a, b, cam, 0, 1);
     });
   });
   return call.out.as_tuple();
@@ -205,17 +211,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_pnp
                                                points2d_in, K_in, weights_in, state_in,
                                                status_in, loss, huber_delta, loss_scales,
                                                distortion, camera_model);
-  const int64_t B = call.batch(), N = call.in.X.size(1);
+  const int64_t B = call.batch();
   if (B == 0) return call.out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_backward_cpu", [&] {
     const auto a = call.args<scalar_t>();
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator(a, b, cam, a.rob);
-        if (!(acc.vectorised() && vectorised_backward_problem(acc, a, b)))
-          pfp::backward_problem(acc, a, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator(a, b, cam, a.rob);
+      if (!(acc.vectorised() && vectorised_backward_problem(acc, a, b)))
+        pfp::backward_problem(acc, a, b, cam, 0, 1);
     });
   });
   return call.out.as_tuple();
@@ -239,12 +242,9 @@ solve_pnp_ransac_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_ransac_cpu", [&] {
     const auto ra = call.args<scalar_t>();
     const auto& a = ra.f;
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator<true>(a, b, cam, a.prm.rob, ra.inliers + b * N);
-        pfp::ransac_problem(acc, ra, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator<true>(a, b, cam, a.prm.rob, ra.inliers + b * N);
+      pfp::ransac_problem(acc, ra, b, cam, 0, 1);
     });
   });
   return call.out.as_tuple();
@@ -261,17 +261,14 @@ solve_pnp_minima_cpu(const at::Tensor& points3d_in, const at::Tensor& points2d_i
   auto call = pyfacepnp::MinimaCall::prepare(points3d_in, points2d_in, K_in, weights_in, loss,
                                              loss_scale, num_solutions, max_iterations,
                                              tolerance, loss_scales, distortion, camera_model);
-  const int64_t B = call.batch(), N = call.in.X.size(1);
+  const int64_t B = call.batch();
   if (B == 0) return call.as_tuple();
   AT_DISPATCH_FLOATING_TYPES(call.in.X.scalar_type(), "solve_pnp_minima_cpu", [&] {
     const auto m = call.args<scalar_t>();
     const auto& a = m.f;
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator(a, b, cam, a.prm.rob);
-        pfp::minima_problem(acc, m, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator(a, b, cam, a.prm.rob);
+      pfp::minima_problem(acc, m, b, cam, 0, 1);
     });
   });
   return call.as_tuple();
@@ -286,15 +283,11 @@ std::tuple<at::Tensor, at::Tensor> pnp_hessian_cpu(
                                               weights, loss, loss_scale, loss_scales,
                                               distortion, camera_model);
   call.allocate_forward();
-  const int64_t B = call.batch(), N = call.X.size(1);
   AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_cpu", [&] {
     const auto a = call.args<scalar_t>();
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator(a, b, cam, a.rob);
-        pfp::hessian_problem(acc, a, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator(a, b, cam, a.rob);
+      pfp::hessian_problem(acc, a, b, cam, 0, 1);
     });
   });
   return call.forward_outputs();
@@ -311,15 +304,11 @@ pnp_hessian_backward_cpu(const at::Tensor& grad_H, const at::Tensor& R, const at
                                               K, weights, loss, loss_scale, loss_scales,
                                               distortion, camera_model);
   call.allocate_backward(grad_H, valid);
-  const int64_t B = call.batch(), N = call.X.size(1);
   AT_DISPATCH_FLOATING_TYPES(call.X.scalar_type(), "pnp_hessian_backward_cpu", [&] {
     const auto a = call.args<scalar_t>();
-    at::parallel_for(0, B, grain_size(N), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const auto cam = pfp::problem_camera(a.K, a.D, a.model, b);
-        auto acc = problem_accumulator(a, b, cam, a.rob);
-        pfp::hessian_backward_problem(acc, a, b, cam, 0, 1);
-      }
+    for_each_problem(a, [&](int64_t b, const pfp::Camera<double>& cam) {
+      auto acc = problem_accumulator(a, b, cam, a.rob);
+      pfp::hessian_backward_problem(acc, a, b, cam, 0, 1);
     });
   });
   return call.backward_outputs();
