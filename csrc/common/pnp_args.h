@@ -2,6 +2,8 @@
 // to a device's kernels: plain pointers and sizes, no torch headers (nvcc compiles this on
 // machines whose torch has no CUDA). Inputs are flattened to (B, N, ...) and contiguous.
 #pragma once
+#include <type_traits>
+
 #include "common/pnp_solver.h"
 
 namespace pfp {
@@ -58,6 +60,19 @@ struct PnPBackwardArgs {
   int32_t model;
   scalar_t* gD;            // (B, kMaxDistortion) when D is given
 };
+
+// Point i's gradients (flat index b * N + n) written to a backward's (B, N, 3) and (B, N, 2)
+// outputs gX, gx, gw in their dtype.
+template <typename Args>
+PFP_HD void store_point_gradients(const Args& a, int64_t i, const double* pX, const double* px,
+                                  const double* pw) {
+  using S = std::remove_pointer_t<decltype(a.gX)>;
+  for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = S(pX[k]);
+  for (int k = 0; k < 2; ++k) {
+    a.gx[2 * i + k] = S(px[k]);
+    a.gw[2 * i + k] = S(pw[k]);
+  }
+}
 
 // Problem b's camera: its K and, when given, its lens coefficients (pointers into arrays
 // the caller may have copied closer, e.g. per thread, then with b = 0).

@@ -198,11 +198,7 @@ PFP_HD void backward_problem(Acc& acc, const PnPBackwardArgs<scalar_t>& a, int64
         for (int k = 0; k < nc; ++k) gcam[k] += pc[k];
       }
     }
-    for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = scalar_t(pX[k]);
-    for (int k = 0; k < 2; ++k) {
-      a.gx[2 * i + k] = scalar_t(px[k]);
-      a.gw[2 * i + k] = scalar_t(pw[k]);
-    }
+    store_point_gradients(a, i, pX, px, pw);
   });
   acc.reduce(gcam, cam.distorted() ? kCam : 6);
   store_camera_grad(a, b, gcam, lane, lanes);

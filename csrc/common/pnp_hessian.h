@@ -200,11 +200,7 @@ PFP_HD void hessian_backward_problem(Acc& acc, const PnPHessianArgs<scalar_t>& a
         pw[k] = o.w[k] > 0.0 ? d[kJetW + k] : 0.0;
       }
     }
-    for (int k = 0; k < 3; ++k) a.gX[3 * i + k] = scalar_t(pX[k]);
-    for (int k = 0; k < 2; ++k) {
-      a.gx[2 * i + k] = scalar_t(px[k]);
-      a.gw[2 * i + k] = scalar_t(pw[k]);
-    }
+    store_point_gradients(a, i, pX, px, pw);
   });
   acc.reduce(s, cam.distorted() ? kSums : 18);
   for (int k = lane; k < 9; k += lanes) {
