@@ -12,9 +12,10 @@
 // inlined always (a call in the loop keeps it from vectorising).
 #define PFP_HD_INLINE inline __attribute__((always_inline))
 // Unrolls a small loop completely: GCC leaves nested triangular loops rolled, and a loop in
-// the body of a loop over points keeps that one from vectorising (pnp/pnp_cpu_simd.h).
+// the body of a loop over points or descents keeps that one from vectorising
+// (pnp/pnp_cpu_simd.h, pnp_cpu_starts.h). 16: the quartic form's loops run to 10.
 #ifndef PFP_UNROLL
-#define PFP_UNROLL _Pragma("GCC unroll 8")
+#define PFP_UNROLL _Pragma("GCC unroll 16")
 #endif
 #endif
 

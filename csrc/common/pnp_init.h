@@ -244,12 +244,15 @@ PFP_HD void sym4_matvec(const T* H, const T* v, T* out) {
 template <typename T>
 PFP_HD void quartic_eval(const QuarticForm<T>& F, const T* q, QuarticEval<T>& e) {
   quat_monomials(q, e.m);
+  PFP_UNROLL
   for (int p = 0; p < 10; ++p) {
     T s = T(0);
+    PFP_UNROLL
     for (int k = 0; k < kNumMonomials; ++k) s += F.N[kNumMonomials * p + k] * e.m[k];
     e.H[p] = s;
   }
   sym4_matvec(e.H, q, e.g);
+  PFP_UNROLL
   for (int a = 0; a < 4; ++a) e.g[a] *= T(1) / T(3);
   e.f = T(0.25) * (q[0] * e.g[0] + q[1] * e.g[1] + q[2] * e.g[2] + q[3] * e.g[3]);
 }
@@ -271,13 +274,17 @@ PFP_HD void sphere_newton_system(const QuarticEval<T>& e, const T* q, T* gr, T* 
   T E[3][4];
   tangent_basis(q, E);
   T HE[3][4];
+  PFP_UNROLL
   for (int j = 0; j < 3; ++j) {
     gr[j] = E[j][0] * e.g[0] + E[j][1] * e.g[1] + E[j][2] * e.g[2] + E[j][3] * e.g[3];
     sym4_matvec(e.H, E[j], HE[j]);
   }
+  PFP_UNROLL
   for (int i = 0; i < 3; ++i)
+    PFP_UNROLL
     for (int j = 0; j <= i; ++j) {
       T s = T(0);
+      PFP_UNROLL
       for (int a = 0; a < 4; ++a) s += E[i][a] * HE[j][a];
       if (i == j) s -= T(4) * e.f;
       Hr[3 * i + j] = s;
@@ -291,36 +298,40 @@ PFP_HD void sphere_step(const T* q, const T* d, T* out) {
   T E[3][4];
   tangent_basis(q, E);
   T n2 = T(0);
+  PFP_UNROLL
   for (int a = 0; a < 4; ++a) {
     out[a] = q[a] + E[0][a] * d[0] + E[1][a] * d[1] + E[2][a] * d[2];
     n2 += out[a] * out[a];
   }
   const T inv = T(1) / sqrt(n2);
+  PFP_UNROLL
   for (int a = 0; a < 4; ++a) out[a] *= inv;
 }
 
 // x = H^{-1} b for a symmetric 3x3 H whose Cholesky pivots (h00, m2 / h00, det / m2, m2 the
-// leading 2x2 minor) all exceed rel_tol * max_i h_ii; false otherwise. By the adjugate: one
-// division, no square root.
+// leading 2x2 minor) all exceed rel_tol * max_i h_ii: returns 1 then, 0 otherwise (x is then
+// meaningless). By the adjugate: one division, no square root, no branch.
 template <typename T>
-PFP_HD bool spd3_solve(const T* H, const T* b, T rel_tol, T* x) {
+PFP_HD_INLINE T spd3_solve(const T* H, const T* b, T rel_tol, T* x) {
   const T c00 = H[4] * H[8] - H[5] * H[7], c01 = H[5] * H[6] - H[3] * H[8],
           c02 = H[3] * H[7] - H[4] * H[6];
   const T m2 = H[0] * H[4] - H[1] * H[3];
   const T det = H[0] * c00 + H[1] * c01 + H[2] * c02;
   const T floor_ = rel_tol * tmax(H[0], tmax(H[4], H[8]));
-  if (!(H[0] > floor_ && m2 > floor_ * H[0] && det > floor_ * m2)) return false;
   const T c11 = H[0] * H[8] - H[2] * H[6], c12 = H[2] * H[3] - H[0] * H[5];
   const T id = T(1) / det;  // H^{-1} = C^T / det, C symmetric
   x[0] = (c00 * b[0] + c01 * b[1] + c02 * b[2]) * id;
   x[1] = (c01 * b[0] + c11 * b[1] + c12 * b[2]) * id;
   x[2] = (c02 * b[0] + c12 * b[1] + m2 * b[2]) * id;
-  return is_finite(x[0] + x[1] + x[2]);
+  // Products of 0/1 masks, not &&: the CPU's lanes (pnp/pnp_cpu_starts.h) vectorise them.
+  const T pos = (H[0] > floor_ ? T(1) : T(0)) * (m2 > floor_ * H[0] ? T(1) : T(0)) *
+                (det > floor_ * m2 ? T(1) : T(0));
+  return pos * (is_finite(x[0] + x[1] + x[2]) ? T(1) : T(0));
 }
 
 // Where the ray z + tau p (tau > 0) leaves the ball |.| <= radius (z inside).
 template <typename T>
-PFP_HD T to_boundary(const T* z, const T* p, T radius) {
+PFP_HD_INLINE T to_boundary(const T* z, const T* p, T radius) {
   const T pp = dot3(p, p), zp = dot3(z, p), zz = dot3(z, z);
   return (sqrt(tmax(zp * zp + pp * (radius * radius - zz), T(0))) - zp) / pp;
 }
@@ -330,45 +341,51 @@ PFP_HD T to_boundary(const T* z, const T* p, T radius) {
 // Cholesky factorisation, the usual case near a minimum), else Steihaug's truncated
 // conjugate gradients, which follow a direction of negative curvature, or the path that
 // leaves the region, to the boundary (no eigen-decomposition: a few products and one square
-// root). Returns the model's predicted decrease -(g.d + d.H.d / 2); `newton` says which step.
+// root). Returns the model's predicted decrease -(g.d + d.H.d / 2); `newton` (1 or 0) says
+// which step. Both steps are computed and one selected, with no branch, so that the CPU runs
+// several descents in the lanes of one loop; a value unused by the selection may be NaN.
 template <typename T>
-PFP_HD T trust_region_step(const T* g, const T* H, T radius, T* d, bool& newton) {
-  T Hd[3];
-  auto predicted = [&]() {
-    matvec3(H, d, Hd);
-    return -(dot3(g, d) + T(0.5) * dot3(d, Hd));
-  };
-  if (spd3_solve(H, g, T(1e-10), d)) {
-    for (int k = 0; k < 3; ++k) d[k] = -d[k];
-    newton = dot3(d, d) <= radius * radius;
-    if (newton) return predicted();
-  }
-  newton = false;
-  T r[3] = {g[0], g[1], g[2]}, p[3] = {-g[0], -g[1], -g[2]};
+PFP_HD_INLINE T trust_region_step(const T* g, const T* H, T radius, T* d, T& newton) {
+  T dn[3];
+  const T ok = spd3_solve(H, g, T(1e-10), dn);
+  for (int k = 0; k < 3; ++k) dn[k] = -dn[k];
+  newton = ok * (dot3(dn, dn) <= radius * radius ? T(1) : T(0));
+  // Steihaug: at most 3 iterations; `live` while they go on.
+  T r[3] = {g[0], g[1], g[2]}, p[3] = {-g[0], -g[1], -g[2]}, dc[3] = {T(0), T(0), T(0)};
   T rr = dot3(r, r);
   const T stop = T(1e-24) * rr;
-  for (int k = 0; k < 3; ++k) d[k] = T(0);
-  for (int it = 0; it < 3 && rr > stop; ++it) {
+  T live = rr > stop ? T(1) : T(0);
+  PFP_UNROLL
+  for (int it = 0; it < 3; ++it) {
     T Hp[3];
     matvec3(H, p, Hp);
     const T kappa = dot3(p, Hp);
     const T alpha = kappa > T(0) ? rr / kappa : T(0);
     T z[3];
-    for (int k = 0; k < 3; ++k) z[k] = d[k] + alpha * p[k];
-    if (!(kappa > T(0)) || dot3(z, z) >= radius * radius) {
-      const T tau = to_boundary(d, p, radius);
-      for (int k = 0; k < 3; ++k) d[k] += tau * p[k];
-      break;
-    }
+    for (int k = 0; k < 3; ++k) z[k] = dc[k] + alpha * p[k];
+    // Negative curvature, or the step leaves the region: to the boundary, and stop.
+    const T inside = (kappa > T(0) ? T(1) : T(0)) * (dot3(z, z) < radius * radius ? T(1) : T(0));
+    const T tau = to_boundary(dc, p, radius);
+    T rn[3];
     for (int k = 0; k < 3; ++k) {
-      d[k] = z[k];
-      r[k] += alpha * Hp[k];
+      const T db = dc[k] + tau * p[k];
+      dc[k] = live > T(0) ? (inside > T(0) ? z[k] : db) : dc[k];
+      rn[k] = r[k] + alpha * Hp[k];
     }
-    const T rr_new = dot3(r, r);
-    for (int k = 0; k < 3; ++k) p[k] = -r[k] + rr_new / rr * p[k];
-    rr = rr_new;
+    const T rr_new = dot3(rn, rn);
+    const T go = live * inside;
+    for (int k = 0; k < 3; ++k) {
+      const T pn = -rn[k] + rr_new / rr * p[k];
+      p[k] = go > T(0) ? pn : p[k];
+      r[k] = go > T(0) ? rn[k] : r[k];
+    }
+    rr = go > T(0) ? rr_new : rr;
+    live = go * (rr > stop ? T(1) : T(0));
   }
-  return predicted();
+  for (int k = 0; k < 3; ++k) d[k] = newton > T(0) ? dn[k] : dc[k];
+  T Hd[3];
+  matvec3(H, d, Hd);
+  return -(dot3(g, d) + T(0.5) * dot3(d, Hd));
 }
 
 // A descent's state on S^3: the point, the form there, and the trust radius (tangent units:
@@ -380,6 +397,8 @@ struct SphereDescent {
   T radius;
 };
 
+constexpr int kNumStarts = 24;        // the cube group's rotations
+constexpr int kStartIterations = 60;  // trust-region Newton iterations per start, at most
 constexpr double kStartRadius = 0.5;  // ~0.93 rad of rotation: the cube starts' spacing
 constexpr double kMaxRadius = 1.0;    // ~1.57 rad
 constexpr double kNewtonStop = 1e-6;   // a Newton step this short ends the descent
@@ -403,8 +422,7 @@ PFP_HD bool sphere_newton_iteration(const QuarticForm<T>& F, SphereDescent<T>& s
   T gr[3], Hr[9];
   sphere_newton_system(s.e, s.q, gr, Hr);
   for (int attempt = 0; attempt < 8; ++attempt) {
-    T d[3];
-    bool newton;
+    T d[3], newton;
     const T pred = trust_region_step(gr, Hr, s.radius, d, newton);
     const T dn = sqrt(dot3(d, d));
     if (!(dn >= T(5e-10)) || !(pred > T(0))) return false;
@@ -423,7 +441,7 @@ PFP_HD bool sphere_newton_iteration(const QuarticForm<T>& F, SphereDescent<T>& s
       s.e = en;
       // A Newton step of 1e-6 leaves an error of ~1e-12 (quadratic convergence): ample for
       // telling minima apart; the LM refines.
-      return gain > T(1e-12) * en.f && !(newton && dn < T(kNewtonStop));
+      return gain > T(1e-12) * en.f && !(newton > T(0) && dn < T(kNewtonStop));
     }
     s.radius = T(0.25) * dn;
   }
@@ -449,6 +467,50 @@ PFP_HD T quartic_descent(const QuarticForm<T>& F, T* R, int max_iter, const T* k
   }
   rotation_from_monomials(s.e.m, R);
   return s.e.f;
+}
+
+// ---- The 24 descents ----
+//
+// They run in groups of kStartGroup consecutive starts. The descents of a group do not know
+// each other, so that a group can run side by side (the CPU's vector lanes,
+// pnp/pnp_cpu_starts.h); a descent stops early (`dup`) in the basin of an end point of an
+// earlier group. Every CPU instruction set gives the same end points, bit for bit. (The CUDA
+// kernel runs all 24 at once, one per lane of a warp, as a single group.)
+constexpr int kStartGroup = 8;
+
+// The end of every start's descent: its rotation, the object-space error there, and whether
+// it entered an earlier group's basin (then it is skipped).
+template <typename T>
+struct StartEnds {
+  T R[kNumStarts][9];
+  T f[kNumStarts];
+  bool dup[kNumStarts];
+};
+
+// Group g's end points that were not duplicates join `known` (n_known of them so far).
+template <typename T>
+PFP_HD void add_known_ends(const StartEnds<T>& e, int g, T (*known)[9], int& n_known) {
+  for (int k = g * kStartGroup; k < (g + 1) * kStartGroup && k < kNumStarts; ++k)
+    if (!e.dup[k]) {
+      for (int i = 0; i < 9; ++i) known[n_known][i] = e.R[k][i];
+      ++n_known;
+    }
+}
+
+// The descents one at a time.
+template <typename T>
+PFP_HD void descend_starts_serial(const QuarticForm<T>& F, StartEnds<T>& out) {
+  T known[kNumStarts][9];
+  int n_known = 0;
+  for (int g = 0; g * kStartGroup < kNumStarts; ++g) {
+    for (int k = g * kStartGroup; k < (g + 1) * kStartGroup && k < kNumStarts; ++k) {
+      double Rd[9];
+      cube_rotation(k, Rd);
+      for (int i = 0; i < 9; ++i) out.R[k][i] = T(Rd[i]);
+      out.f[k] = quartic_descent(F, out.R[k], kStartIterations, known[0], n_known, 9, out.dup[k]);
+    }
+    add_known_ends(out, g, known, n_known);
+  }
 }
 
 }  // namespace pfp

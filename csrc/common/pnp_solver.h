@@ -224,37 +224,13 @@ PFP_HD bool prepare_init(Pose<T>& P) {
 }
 
 constexpr int kMaxCandidates = 4;  // starting poses refined by the LM, at most
-constexpr int kNumStarts = 24;
-constexpr int kStartIterations = 60;  // trust-region Newton iterations per start, at most
 
-// The 24 descents are independent. An accumulator whose threads can share them out declares
-// `static constexpr bool kParallelStarts = true` and provides
-//   void descend_starts(const QuarticForm<T>& F)   every start, spread over its threads
-//   T start_minimum(int k, T* R)                   start k's end point and error, to every thread
-// (the CUDA kernel gives one start to each lane of the warp); others run them in turn.
-template <typename Acc, typename = void>
-struct has_parallel_starts : std::false_type {};
-template <typename Acc>
-struct has_parallel_starts<Acc, std::void_t<decltype(Acc::kParallelStarts)>>
-    : std::integral_constant<bool, Acc::kParallelStarts> {};
-
-// The minimum of the object-space error reached from the k-th cube rotation: R and f(R).
-// Run in turn, a descent that enters the basin of one of the n minima found so far stops
-// early with `dup` set.
-template <typename T, typename Acc>
-PFP_HD T start_minimum(Acc& acc, const QuarticForm<T>& F, int k, T* R, const Pose<T>* found,
-                       int n, bool& dup) {
-  dup = false;
-  if constexpr (has_parallel_starts<Acc>::value) {
-    return acc.start_minimum(k, R);
-  } else {
-    double Rd[9];
-    cube_rotation(k, Rd);
-    for (int i = 0; i < 9; ++i) R[i] = T(Rd[i]);
-    return quartic_descent(F, R, kStartIterations, found[0].R, n,
-                           int(sizeof(Pose<T>) / sizeof(T)), dup);
-  }
-}
+// The 24 descents (pnp_init.h): every accumulator provides
+//   void descend_starts(const QuarticForm<T>& F)   every start's descent
+//   T start_minimum(int k, T* R, bool& dup)        start k's end point, its error, and whether
+//                                                  it ended in an earlier group's basin
+// (the CPU: the starts of a group in the lanes of a vectorised loop, pnp/pnp_cpu_starts.h;
+// the CUDA kernel: one start per lane of the warp).
 
 // Minima of the object-space error over SO(3) from the 24 cube-group starts, distinct and
 // sorted by error, each with its optimal translation. Returns their number (0 when the
@@ -271,12 +247,12 @@ PFP_HD int object_space_minima(Acc& acc, const Camera<T>& cam, Pose<T>* mins, T*
   if (!omega_finish(om, Omega, P)) return 0;
   QuarticForm<T> F;
   quartic_form(Omega, F);
-  if constexpr (has_parallel_starts<Acc>::value) acc.descend_starts(F);
+  acc.descend_starts(F);
   int n = 0;
   for (int k = 0; k < kNumStarts; ++k) {
     T R[9];
     bool dup = false;  // the same minimum reached from another start
-    const T f = start_minimum(acc, F, k, R, mins, n, dup);
+    const T f = acc.start_minimum(k, R, dup);
     if (!is_finite(f) || dup) continue;
     for (int c = 0; c < n && !dup; ++c) dup = rot_distance(R, mins[c].R) < T(1e-5);
     if (dup) continue;

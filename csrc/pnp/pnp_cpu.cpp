@@ -57,6 +57,23 @@ struct CpuAccumulator {
   }
   void reduce(double*, int) const {}  // one thread: the sums are already total
 
+  // The global start's descents: in vector lanes where the CPU has them (pnp_cpu_starts.h).
+  static pfp::StartEnds<double>& thread_starts() {
+    static thread_local pfp::StartEnds<double> ends;
+    return ends;
+  }
+  void descend_starts(const pfp::QuarticForm<double>& F) const {
+    const auto lanes = pyfacepnp::pinhole_passes().starts;
+    if (lanes != nullptr) lanes(F, thread_starts());
+    else pfp::descend_starts_serial(F, thread_starts());
+  }
+  double start_minimum(int k, double* R, bool& dup) const {
+    const auto& e = thread_starts();
+    for (int i = 0; i < 9; ++i) R[i] = e.R[k][i];
+    dup = e.dup[k];
+    return e.f[k];
+  }
+
   mutable pyfacepnp::PointsSoA* soa = nullptr;  // set by check() when the fast path applies
 
   // Whatever N: a problem padded with zero-weight points must give exactly (bitwise) the

@@ -22,6 +22,7 @@
 
 #include "common/pnp_init.h"
 #include "common/pnp_point.h"
+#include "pnp/pnp_cpu_starts.h"
 
 namespace pyfacepnp {
 
@@ -264,11 +265,15 @@ using OmegaPassFn = void (*)(const PointsSoA&, const double*, const double*,
                              pfp::OmegaAccum<double>&);
 template <typename S>
 using BackwardPassFn = void (*)(const PinholeBackward<S>&, double*);
+using StartsFn = void (*)(const pfp::QuarticForm<double>&, pfp::StartEnds<double>&);
 struct PinholePassSet {
   NormalEqPassFn gauss_newton, exact;
   OmegaPassFn omega;
   BackwardPassFn<float> backward_f32[2];  // l2, Huber
   BackwardPassFn<double> backward_f64[2];
+  // The global start's descents (any camera and loss: they see only the quartic form). Null
+  // on the baseline, where the lanes do not vectorise and the serial order is faster.
+  StartsFn starts;
   const char* isa;
   template <typename S>
   BackwardPassFn<S> backward(int32_t loss) const {
@@ -298,14 +303,19 @@ struct PinholePassSet {
                                                            double* gK) {                       \
     pinhole_backward<Rob>(a, gK);                                                              \
   }
-#define PYFACEPNP_PASS_SET(NAME)                                                               \
+#define PYFACEPNP_START_LANES(NAME, ATTR, LANES)                                               \
+  ATTR __attribute__((flatten)) inline void NAME##_starts(const pfp::QuarticForm<double>& F,   \
+                                                         pfp::StartEnds<double>& e) {          \
+    descend_start_lanes<LANES>(F, e);                                                          \
+  }
+#define PYFACEPNP_PASS_SET(NAME, STARTS)                                                       \
   PinholePassSet {                                                                             \
     NAME##_gn, NAME##_exact, NAME##_omega,                                                     \
         {NAME##_backward<L2Robust<double>, float>,                                             \
          NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
         {NAME##_backward<L2Robust<double>, double>,                                            \
          NAME##_backward<pfp::ConvexRobust<double>, double>},                                  \
-        #NAME                                                                                  \
+        STARTS, #NAME                                                                          \
   }
 
 PYFACEPNP_PINHOLE_PASSES(baseline, )
@@ -313,8 +323,11 @@ PYFACEPNP_PINHOLE_PASSES(baseline, )
 #define PYFACEPNP_CPU_DISPATCH 1
 PYFACEPNP_PINHOLE_PASSES(avx2, __attribute__((target("avx2,fma"))))
 PYFACEPNP_PINHOLE_PASSES(avx512, __attribute__((target("avx512f,avx512dq,avx512vl"))))
+PYFACEPNP_START_LANES(avx2, __attribute__((target("avx2,fma"))), 4)
+PYFACEPNP_START_LANES(avx512, __attribute__((target("avx512f,avx512dq,avx512vl"))), 8)
 #endif
 #undef PYFACEPNP_PINHOLE_PASSES
+#undef PYFACEPNP_START_LANES
 
 // The widest variant this CPU runs, or the one PYFACEPNP_CPU_ISA names (when it runs here);
 // "scalar" turns the vectorised passes off (CpuAccumulator::vectorised()), for comparisons.
@@ -323,11 +336,11 @@ inline PinholePassSet select_pinhole_passes() {
   const auto wants = [&](const char* isa) {
     return want != nullptr && std::strcmp(want, isa) == 0;
   };
-  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, "scalar"};
-  const PinholePassSet base = PYFACEPNP_PASS_SET(baseline);
+  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, nullptr, "scalar"};
+  const PinholePassSet base = PYFACEPNP_PASS_SET(baseline, nullptr);
 #ifdef PYFACEPNP_CPU_DISPATCH
-  const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2);
-  const PinholePassSet v512 = PYFACEPNP_PASS_SET(avx512);
+  const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2, avx2_starts);
+  const PinholePassSet v512 = PYFACEPNP_PASS_SET(avx512, avx512_starts);
   __builtin_cpu_init();
   const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const bool has512 = has2 && __builtin_cpu_supports("avx512f") &&

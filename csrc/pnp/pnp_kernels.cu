@@ -61,8 +61,6 @@ __device__ __forceinline__ int warp_sum(int v) {
 // kMasked: whether load() may apply RANSAC's inlier mask.
 template <typename scalar_t, bool kMasked = false>
 struct WarpAccumulator {
-  static constexpr bool kParallelStarts = true;
-
   const scalar_t* __restrict__ X;  // (N,3)
   const scalar_t* __restrict__ x;  // (N,2)
   const scalar_t* __restrict__ w;  // (N,2)
@@ -200,7 +198,8 @@ struct WarpAccumulator {
     }
   }
 
-  __device__ double start_minimum(int k, double* R) const {
+  __device__ double start_minimum(int k, double* R, bool& dup) const {
+    dup = false;
 #pragma unroll
     for (int i = 0; i < 9; ++i) R[i] = __shfl_sync(kFullMask, start_R[i], k);
     return __shfl_sync(kFullMask, start_f, k);
