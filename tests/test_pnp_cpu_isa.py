@@ -1,6 +1,7 @@
-"""The CPU's vectorised passes (csrc/pnp/pnp_cpu_simd.h) against each other and against the
-scalar loop, each in a process of its own (PYFACEPNP_CPU_ISA is read once): every instruction
-set gives the same bits, forward and backward; the vectorised backward gives the scalar
+"""The CPU's vectorised passes (csrc/pnp/pnp_cpu_simd.h) and global-start descents
+(pnp_cpu_starts.h; serial on the baseline) against each other and against the scalar loop, each
+in a process of its own (PYFACEPNP_CPU_ISA is read once): every instruction set gives the same
+bits, forward and backward; the vectorised backward gives the scalar
 backward's per-point gradients bit for bit and its K gradient to rounding (its sum over points
 runs per lane), from the same forward state."""
 
@@ -50,14 +51,15 @@ torch.save(out, sys.argv[2])
 
 
 def make_cases():
-    """Batches whose N leave every tail of a block of eight lanes, both dtypes and losses, unit
+    """Batches whose N leave every tail of a block of eight lanes (and a planar one, whose global
+    start has two minima), both dtypes and losses, unit
     and explicit weights with zero-weight coordinates and inactive points holding NaN and
     1e300, one problem that cannot converge; the state is this process's forward's."""
     rng = np.random.default_rng(5)
     g = torch.Generator().manual_seed(5)
     cases = []
-    for n in (5, 13, 68, 301):
-        probs = [make_problem("face" if n > 100 else "random", rng, n=n) for _ in range(6)]
+    for n, family in ((5, "random"), (13, "random"), (68, "random"), (301, "face"), (40, "planar")):
+        probs = [make_problem(family, rng, n=n) for _ in range(6)]
         X, x, K = batch(probs)
         X[5] = X[5, :1]  # every point the same: DEGENERATE, zero gradients
         w = torch.rand(6, n, 2, generator=g, dtype=torch.float64) + 0.5
