@@ -30,7 +30,7 @@ BUILD = ROOT / "build" / "profile"
 # library are "other (library)", samples outside it (the wrapper, autograd, torch's tensor
 # work: the backward's gradient buffers are filled there) "call overhead (Python, torch)".
 STAGES = [
-    ("global start: descents on S^3", r"start_minimum|trust_region_step|quartic_descent|sphere_|quartic_eval"),
+    ("global start: descents on S^3", r"start_minimum|trust_region_step|quartic_descent|sphere_|quartic_eval|descend_start|lanes_|_starts\b"),
     ("global start: Omega, quartic form, candidates", r"object_space_minima|quartic_form|omega|centroid|matvec3|rot_distance"),
     ("point passes (Gauss-Newton, exact)", r"_gn\b|_exact\b|normal_eq|pinhole_normal_eq|add_point_normal_eq"),
     ("backward", r"backward"),

@@ -213,13 +213,19 @@ PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>&
   // MAX_ITERATIONS, against 3 with IRLS). Near the solution the exact Newton polish takes
   // over, so the rate there is unchanged.
   const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
-  const T c2 = exact ? T(2) * d2 : T(0);
+  if (!exact) {  // (apart, not with a zero factor: x + 0 * y is not folded)
+    PFP_UNROLL
+    for (int i = 0; i < 6; ++i)
+      PFP_UNROLL
+      for (int j = 0; j <= i; ++j) acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j];
+    return;
+  }
+  const T c2 = T(2) * d2;
   PFP_UNROLL
   for (int i = 0; i < 6; ++i)
     PFP_UNROLL
     for (int j = 0; j <= i; ++j)
       acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];
-  if (!exact) return;
   // Second-order terms, rho' sum_a w_a r_a d2r_a/dtheta2: the projection's curvature (the
   // camera's) and the chart's, blockdiag(sym(b Y^T) - (b.Y) I, 0) with b = sum_a w_a r_a du_a.
   const T lam[2] = {o.w[0] * e.r[0], o.w[1] * e.r[1]};

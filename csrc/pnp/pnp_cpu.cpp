@@ -90,22 +90,31 @@ struct CpuAccumulator {
     return pts;
   }
 
+  mutable double soa_sums[4];  // the centroid's sums from check() when soa is set
+
   bool check(int& n_active) const {
+    soa = vectorised() ? &thread_points() : nullptr;
+    if (soa != nullptr) {
+      soa->resize(N);
+      return pyfacepnp::pinhole_passes().check<scalar_t>(w == nullptr)(X, x, w, N, *soa, n_active,
+                                                                       soa_sums);
+    }
     n_active = 0;
     bool ok = true;
-    soa = vectorised() ? &thread_points() : nullptr;
-    if (soa != nullptr) soa->resize(N);
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);
       if (o.w[0] == 0.0 && o.w[1] == 0.0) continue;  // zero-weight padding: any coordinates
       ok = ok && o.valid();
       n_active += o.active() ? 1 : 0;
-      if (soa != nullptr) soa->store(i, o);
     }
     return ok;
   }
 
   void centroid(double* mean) const {
+    if (soa != nullptr) {
+      for (int k = 0; k < 3; ++k) mean[k] = soa_sums[k] / soa_sums[3];
+      return;
+    }
     double s[3] = {0, 0, 0}, ws = 0;
     for (int64_t i = 0; i < N; ++i) {
       const auto o = load(i);

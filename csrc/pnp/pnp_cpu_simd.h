@@ -35,18 +35,59 @@ struct PointsSoA {
   int64_t n_padded = 0;
   const double* col(int c) const { return buf.data() + c * n_padded; }
   double* col(int c) { return buf.data() + c * n_padded; }
+  // Room for N points; the entries are left as they are (check_points writes every one).
   void resize(int64_t N) {
     n_padded = (N + kLanes - 1) / kLanes * kLanes;
-    buf.assign(7 * n_padded, 0.0);
-  }
-  void store(int64_t i, const pfp::PointObs<double>& o) {
-    for (int k = 0; k < 3; ++k) col(k)[i] = o.X[k];
-    for (int k = 0; k < 2; ++k) {
-      col(3 + k)[i] = o.x[k];
-      col(5 + k)[i] = o.w[k];
-    }
+    if (buf.size() < size_t(7 * n_padded)) buf.resize(7 * n_padded);
   }
 };
+
+// The input check, the copy into the structure of arrays and the sums of the weighted
+// centroid in one pass (CpuAccumulator::check, centroid). A point with both weights zero is
+// skipped whatever it holds and stored as zeros; every other point must be valid
+// (PointObs::valid). Returns whether all are; n_active counts the active points and
+// sums = (sum w X, sum w) over the stored points, w = wx + wy. kUnit: the weights are absent
+// (ones); the branch on it is taken outside the loop, which then has none.
+template <bool kUnit, typename S>
+__attribute__((always_inline)) inline bool check_points_impl(const S* X, const S* x, const S* w,
+                                                             int64_t N, PointsSoA& pts,
+                                                             int& n_active, double* sums) {
+  alignas(64) double bad[kLanes] = {}, act[kLanes] = {}, sum[4 * kLanes] = {};
+  double* __restrict c[7];
+  for (int k = 0; k < 7; ++k) c[k] = pts.col(k);
+  // Point src into entry i of lane l; in = 0: the last block's tail (point 0 read again, weighted out).
+  const auto put = [&](int l, int64_t i, int64_t src, double in) __attribute__((always_inline)) {
+    const auto o = pfp::load_point<double>(X, x, kUnit ? static_cast<const S*>(nullptr) : w, src);
+    const double w0 = in > 0.0 ? o.w[0] : 0.0, w1 = in > 0.0 ? o.w[1] : 0.0;
+    // Masks from double comparisons only (a bool combination does not vectorise).
+    const double zero = (w0 == 0.0 ? 1.0 : 0.0) * (w1 == 0.0 ? 1.0 : 0.0);
+    double ok = (w0 >= 0.0 ? 1.0 : 0.0) * (w1 >= 0.0 ? 1.0 : 0.0) *
+                (pfp::is_finite(w0) ? 1.0 : 0.0) * (pfp::is_finite(w1) ? 1.0 : 0.0);
+    for (int k = 0; k < 3; ++k) ok *= pfp::is_finite(o.X[k]) ? 1.0 : 0.0;
+    for (int k = 0; k < 2; ++k) ok *= pfp::is_finite(o.x[k]) ? 1.0 : 0.0;
+    bad[l] += (1.0 - zero) * (1.0 - ok);
+    act[l] += (w0 > 0.0 ? 1.0 : 0.0) + (w1 > 0.0 ? 1.0 : 0.0) > 0.0 ? 1.0 : 0.0;
+    const double v[7] = {o.X[0], o.X[1], o.X[2], o.x[0], o.x[1], w0, w1};
+    for (int k = 0; k < 7; ++k) c[k][i] = zero > 0.0 ? 0.0 : v[k];
+    const double wi = c[5][i] + c[6][i];
+    for (int k = 0; k < 3; ++k) sum[k * kLanes + l] += wi * c[k][i];
+    sum[3 * kLanes + l] += wi;
+  };
+  const int64_t n_full = N / kLanes * kLanes;
+  for (int64_t i0 = 0; i0 < n_full; i0 += kLanes)  // full blocks: a loop free of branches
+    for (int l = 0; l < kLanes; ++l) put(l, i0 + l, i0 + l, 1.0);
+  for (int l = 0; n_full < pts.n_padded && l < kLanes; ++l)
+    put(l, n_full + l, n_full + l < N ? n_full + l : 0, n_full + l < N ? 1.0 : 0.0);
+  double nb = 0.0, na = 0.0;
+  for (int k = 0; k < 4; ++k) sums[k] = 0.0;
+  for (int l = 0; l < kLanes; ++l) {
+    nb += bad[l];
+    na += act[l];
+    for (int k = 0; k < 4; ++k) sums[k] += sum[k * kLanes + l];
+  }
+  n_active = int(na);
+  return !(nb > 0.0);
+}
 
 // One lane's view of the lane-major sums: entry k of lane l is p[k * kLanes + l].
 struct LaneRef {
@@ -266,6 +307,8 @@ using OmegaPassFn = void (*)(const PointsSoA&, const double*, const double*,
 template <typename S>
 using BackwardPassFn = void (*)(const PinholeBackward<S>&, double*);
 using StartsFn = void (*)(const pfp::QuarticForm<double>&, pfp::StartEnds<double>&);
+template <typename S>
+using CheckFn = bool (*)(const S*, const S*, const S*, int64_t, PointsSoA&, int&, double*);
 struct PinholePassSet {
   NormalEqPassFn gauss_newton, exact;
   OmegaPassFn omega;
@@ -274,12 +317,19 @@ struct PinholePassSet {
   // The global start's descents (any camera and loss: they see only the quartic form). Null
   // on the baseline, where the lanes do not vectorise and the serial order is faster.
   StartsFn starts;
+  CheckFn<float> check_f32[2];  // weights given, absent
+  CheckFn<double> check_f64[2];
   const char* isa;
   template <typename S>
   BackwardPassFn<S> backward(int32_t loss) const {
     const int h = loss == pfp::kLossHuber ? 1 : 0;
     if constexpr (std::is_same_v<S, float>) return backward_f32[h];
     else return backward_f64[h];
+  }
+  template <typename S>
+  CheckFn<S> check(bool unit_weights) const {
+    if constexpr (std::is_same_v<S, float>) return check_f32[unit_weights ? 1 : 0];
+    else return check_f64[unit_weights ? 1 : 0];
   }
 };
 
@@ -302,6 +352,12 @@ struct PinholePassSet {
   ATTR __attribute__((flatten)) inline void NAME##_backward(const PinholeBackward<S>& a,       \
                                                            double* gK) {                       \
     pinhole_backward<Rob>(a, gK);                                                              \
+  }                                                                                            \
+  template <bool kUnit, typename S>                                                            \
+  ATTR __attribute__((flatten)) inline bool NAME##_check(const S* X, const S* x, const S* w,   \
+                                                        int64_t N, PointsSoA& p, int& n,       \
+                                                        double* sums) {                        \
+    return check_points_impl<kUnit>(X, x, w, N, p, n, sums);                                   \
   }
 #define PYFACEPNP_START_LANES(NAME, ATTR, LANES)                                               \
   ATTR __attribute__((flatten)) inline void NAME##_starts(const pfp::QuarticForm<double>& F,   \
@@ -315,7 +371,8 @@ struct PinholePassSet {
          NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
         {NAME##_backward<L2Robust<double>, double>,                                            \
          NAME##_backward<pfp::ConvexRobust<double>, double>},                                  \
-        STARTS, #NAME                                                                          \
+        STARTS, {NAME##_check<false, float>, NAME##_check<true, float>},                       \
+        {NAME##_check<false, double>, NAME##_check<true, double>}, #NAME                       \
   }
 
 PYFACEPNP_PINHOLE_PASSES(baseline, )
@@ -336,7 +393,8 @@ inline PinholePassSet select_pinhole_passes() {
   const auto wants = [&](const char* isa) {
     return want != nullptr && std::strcmp(want, isa) == 0;
   };
-  if (wants("scalar")) return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, nullptr, "scalar"};
+  if (wants("scalar"))
+    return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, nullptr, {}, {}, "scalar"};
   const PinholePassSet base = PYFACEPNP_PASS_SET(baseline, nullptr);
 #ifdef PYFACEPNP_CPU_DISPATCH
   const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2, avx2_starts);
