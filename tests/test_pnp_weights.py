@@ -136,7 +136,11 @@ def test_huber_from_a_robust_init_with_uniform_gross_outliers():
     probs = [make_problem("face", rng, n=68, noise=1.0) for _ in range(16)]
     X, x, K = batch(probs)
     out = torch.rand(16, 68, generator=torch.Generator().manual_seed(0)) < 0.2
-    x = torch.where(out[..., None], torch.rand(16, 68, 2, dtype=torch.float64) * 800, x)
+    # Seeded: drawn from torch's global generator, the outliers depended on the tests run
+    # before. Over 40 seeds of them (640 problems) the largest distance below was 4.55 on
+    # one problem, as expected of a 99.7 % quantile.
+    anywhere = torch.rand(16, 68, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = torch.where(out[..., None], anywhere * 800, x)
     Rs, ts = [], []
     for b in range(16):
         ok, rv, tv, _ = cv2.solvePnPRansac(X[b].numpy(), x[b].numpy(), K[b].numpy(), None)
