@@ -81,7 +81,7 @@ struct CpuAccumulator {
   // the same lanes).
   bool vectorised() const {
     return !kMasked && !cam.distorted() && rob.kind <= pfp::kLossHuber &&
-           pyfacepnp::pinhole_passes().gauss_newton != nullptr;
+           pyfacepnp::pinhole_passes().omega != nullptr;
   }
 
   // A buffer per thread, reused by its problems (no allocation per problem).
@@ -143,7 +143,7 @@ struct CpuAccumulator {
     if (soa != nullptr) {
       const auto& passes = pyfacepnp::pinhole_passes();
       const pyfacepnp::PinholePass pass{soa, P, cam.K, rob};
-      return (exact ? passes.exact : passes.gauss_newton)(pass, acc);
+      return passes.normal_eq(rob.kind, exact)(pass, acc);
     }
     acc.zero();
     for (int64_t i = 0; i < N; ++i) {

@@ -119,14 +119,27 @@ struct PinholePass {
   pfp::Robust<double> rob;  // l2 or Huber
 };
 
+// The l2 kernel alone: Robust::eval's short path (no square root or division), for the
+// passes' l2 copies (ConvexRobust computes and discards Huber's square root and divisions).
+template <typename T>
+struct L2Robust {
+  pfp::Robust<T> rob;
+  void eval(T s, T& rho, T& d1, T& d2) const {
+    rho = s;
+    d1 = T(1);
+    d2 = T(0);
+  }
+};
+
 // The normal equations of one pass: false when an active point is on or behind the camera.
-template <bool kExact>
+// Rob: L2Robust or ConvexRobust.
+template <bool kExact, typename Rob>
 __attribute__((always_inline)) inline bool pinhole_normal_eq(const PinholePass& a,
                                                              pfp::NormalEq<double>& out) {
   alignas(64) double cost[kLanes] = {}, g[6 * kLanes] = {}, H[36 * kLanes] = {};
   alignas(64) double behind[kLanes] = {};
   const pfp::Pinhole<double> cam{a.K};
-  const pfp::ConvexRobust<double> rob{a.rob};
+  const Rob rob{a.rob};
   const pfp::Pose<double> P = a.P;
   const double* __restrict c[7];
   for (int k = 0; k < 7; ++k) c[k] = a.pts->col(k);
@@ -160,18 +173,6 @@ __attribute__((always_inline)) inline bool pinhole_normal_eq(const PinholePass& 
   out.symmetrize();
   return !(nb > 0.0);
 }
-
-// The l2 kernel alone: Robust::eval's short path (no square root or division), for the
-// backward's l2 copy.
-template <typename T>
-struct L2Robust {
-  pfp::Robust<T> rob;
-  void eval(T s, T& rho, T& d1, T& d2) const {
-    rho = s;
-    d1 = T(1);
-    d2 = T(0);
-  }
-};
 
 // The backward of a converged problem (common/pnp_batch.h, backward_problem) over its arrays
 // in the input dtype S: each point's gradients, and rows 0-1 of dL/dK summed into gK (6).
@@ -310,7 +311,7 @@ using StartsFn = void (*)(const pfp::QuarticForm<double>&, pfp::StartEnds<double
 template <typename S>
 using CheckFn = bool (*)(const S*, const S*, const S*, int64_t, PointsSoA&, int&, double*);
 struct PinholePassSet {
-  NormalEqPassFn gauss_newton, exact;
+  NormalEqPassFn gauss_newton[2], exact[2];  // l2, Huber
   OmegaPassFn omega;
   BackwardPassFn<float> backward_f32[2];  // l2, Huber
   BackwardPassFn<double> backward_f64[2];
@@ -326,6 +327,10 @@ struct PinholePassSet {
     if constexpr (std::is_same_v<S, float>) return backward_f32[h];
     else return backward_f64[h];
   }
+  NormalEqPassFn normal_eq(int32_t loss, bool is_exact) const {
+    const int h = loss == pfp::kLossHuber ? 1 : 0;
+    return is_exact ? exact[h] : gauss_newton[h];
+  }
   template <typename S>
   CheckFn<S> check(bool unit_weights) const {
     if constexpr (std::is_same_v<S, float>) return check_f32[unit_weights ? 1 : 0];
@@ -336,13 +341,15 @@ struct PinholePassSet {
 // Each ISA's copy of the passes: the target attribute recompiles the always-inline body (and,
 // with flatten, everything it calls) for that instruction set.
 #define PYFACEPNP_PINHOLE_PASSES(NAME, ATTR)                                                   \
+  template <typename Rob>                                                                       \
   ATTR __attribute__((flatten)) inline bool NAME##_gn(const PinholePass& a,                    \
                                                      pfp::NormalEq<double>& o) {              \
-    return pinhole_normal_eq<false>(a, o);                                                     \
+    return pinhole_normal_eq<false, Rob>(a, o);                                                \
   }                                                                                            \
+  template <typename Rob>                                                                      \
   ATTR __attribute__((flatten)) inline bool NAME##_exact(const PinholePass& a,                 \
                                                         pfp::NormalEq<double>& o) {           \
-    return pinhole_normal_eq<true>(a, o);                                                      \
+    return pinhole_normal_eq<true, Rob>(a, o);                                                 \
   }                                                                                            \
   ATTR __attribute__((flatten)) inline void NAME##_omega(                                      \
       const PointsSoA& p, const double* mean, const double* Kinv, pfp::OmegaAccum<double>& o) { \
@@ -366,7 +373,8 @@ struct PinholePassSet {
   }
 #define PYFACEPNP_PASS_SET(NAME, STARTS)                                                       \
   PinholePassSet {                                                                             \
-    NAME##_gn, NAME##_exact, NAME##_omega,                                                     \
+    {NAME##_gn<L2Robust<double>>, NAME##_gn<pfp::ConvexRobust<double>>},                       \
+        {NAME##_exact<L2Robust<double>>, NAME##_exact<pfp::ConvexRobust<double>>}, NAME##_omega,  \
         {NAME##_backward<L2Robust<double>, float>,                                             \
          NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
         {NAME##_backward<L2Robust<double>, double>,                                            \
@@ -394,7 +402,7 @@ inline PinholePassSet select_pinhole_passes() {
     return want != nullptr && std::strcmp(want, isa) == 0;
   };
   if (wants("scalar"))
-    return PinholePassSet{nullptr, nullptr, nullptr, {}, {}, nullptr, {}, {}, "scalar"};
+    return PinholePassSet{{}, {}, nullptr, {}, {}, nullptr, {}, {}, "scalar"};
   const PinholePassSet base = PYFACEPNP_PASS_SET(baseline, nullptr);
 #ifdef PYFACEPNP_CPU_DISPATCH
   const PinholePassSet v2 = PYFACEPNP_PASS_SET(avx2, avx2_starts);
