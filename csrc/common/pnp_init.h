@@ -414,6 +414,15 @@ PFP_HD bool near_rotation(const T* A, const T* B, T angle) {
   return T(3) - tr < angle * angle;
 }
 
+// Whether R is within kKnownBasin of one of the n_known rotations in `known` (stride values
+// apart, rotation first).
+template <typename T>
+PFP_HD bool in_known_basin(const T* R, const T* known, int n_known, int stride) {
+  bool in = false;
+  for (int c = 0; c < n_known && !in; ++c) in = near_rotation(R, known + c * stride, T(kKnownBasin));
+  return in;
+}
+
 // One trust-region Newton iteration on S^3 (up to 8 trial steps, each rejected one shrinking
 // the radius). Returns false when the descent is over: a step below rounding, no decrease,
 // or a gain below rounding.
@@ -462,8 +471,7 @@ PFP_HD T quartic_descent(const QuarticForm<T>& F, T* R, int max_iter, const T* k
   for (int it = 0; it < max_iter && !dup; ++it) {
     if (!sphere_newton_iteration(F, s)) break;
     rotation_from_monomials(s.e.m, R);
-    for (int c = 0; c < n_known; ++c)  // in a known minimum's basin: it ends there
-      dup = dup || near_rotation(R, known + c * stride, T(kKnownBasin));
+    dup = in_known_basin(R, known, n_known, stride);  // then it ends there
   }
   rotation_from_monomials(s.e.m, R);
   return s.e.f;
@@ -477,6 +485,7 @@ PFP_HD T quartic_descent(const QuarticForm<T>& F, T* R, int max_iter, const T* k
 // earlier group. Every CPU instruction set gives the same end points, bit for bit. (The CUDA
 // kernel runs all 24 at once, one per lane of a warp, as a single group.)
 constexpr int kStartGroup = 8;
+static_assert(kNumStarts % kStartGroup == 0, "the groups are whole");
 
 // The end of every start's descent: its rotation, the object-space error there, and whether
 // it entered an earlier group's basin (then it is skipped).
@@ -490,7 +499,7 @@ struct StartEnds {
 // Group g's end points that were not duplicates join `known` (n_known of them so far).
 template <typename T>
 PFP_HD void add_known_ends(const StartEnds<T>& e, int g, T (*known)[9], int& n_known) {
-  for (int k = g * kStartGroup; k < (g + 1) * kStartGroup && k < kNumStarts; ++k)
+  for (int k = g * kStartGroup; k < (g + 1) * kStartGroup; ++k)
     if (!e.dup[k]) {
       for (int i = 0; i < 9; ++i) known[n_known][i] = e.R[k][i];
       ++n_known;
@@ -503,7 +512,7 @@ PFP_HD void descend_starts_serial(const QuarticForm<T>& F, StartEnds<T>& out) {
   T known[kNumStarts][9];
   int n_known = 0;
   for (int g = 0; g * kStartGroup < kNumStarts; ++g) {
-    for (int k = g * kStartGroup; k < (g + 1) * kStartGroup && k < kNumStarts; ++k) {
+    for (int k = g * kStartGroup; k < (g + 1) * kStartGroup; ++k) {
       double Rd[9];
       cube_rotation(k, Rd);
       for (int i = 0; i < 9; ++i) out.R[k][i] = T(Rd[i]);

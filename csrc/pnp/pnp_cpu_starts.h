@@ -128,13 +128,13 @@ __attribute__((always_inline)) inline void descend_start_lanes(const pfp::Quarti
       DescentLanes<kStartLanes> s;
       for (int l = 0; l < kStartLanes; ++l) {
         double R[9], q[4];
-        pfp::cube_rotation(std::min(k0 + l, pfp::kNumStarts - 1), R);
+        pfp::cube_rotation(k0 + l, R);
         pfp::quat_from_rotation(R, q);
         pfp::QuarticEval<double> e;
         pfp::quartic_eval(F, q, e);
         lane_store(s, l, 1.0, q, e);
         s.radius[l] = pfp::kStartRadius;
-        s.live[l] = k0 + l < pfp::kNumStarts ? 1.0 : 0.0;
+        s.live[l] = 1.0;
       }
       bool dup[kStartLanes] = {};
       for (int it = 0; it < pfp::kStartIterations; ++it) {
@@ -150,12 +150,11 @@ __attribute__((always_inline)) inline void descend_start_lanes(const pfp::Quarti
           double R[9], m[pfp::kNumMonomials];
           for (int k = 0; k < pfp::kNumMonomials; ++k) m[k] = s.m[k][l];
           pfp::rotation_from_monomials(m, R);
-          for (int c = 0; c < n_known && !dup[l]; ++c)
-            dup[l] = pfp::near_rotation(R, known[c], pfp::kKnownBasin);
+          dup[l] = pfp::in_known_basin(R, known[0], n_known, 9);
           if (dup[l]) s.live[l] = 0.0;
         }
       }
-      for (int l = 0; l < kStartLanes && k0 + l < pfp::kNumStarts; ++l) {
+      for (int l = 0; l < kStartLanes; ++l) {
         double m[pfp::kNumMonomials];
         for (int i = 0; i < pfp::kNumMonomials; ++i) m[i] = s.m[i][l];
         pfp::rotation_from_monomials(m, out.R[k0 + l]);
