@@ -21,7 +21,9 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.bn2.weight)
         self.shortcut: nn.Module = nn.Identity()
         # The projection is a 1x1 convolution of stride `stride`, written as a subsampling
-        # followed by a stride-1 1x1 convolution (the same values and parameters): the
+        # (a 1x1 average pool of that stride: its gradient keeps the channels-last layout,
+        # a slice's does not) followed by a stride-1 1x1 convolution (the same values and
+        # parameters): the
         # CPU's oneDNN backward of a strided 1x1 convolution in channels-last layout crashes
         # for some small channel counts (e.g. 8 -> 8 in torch 2.13).
         self.shortcut_stride = stride
@@ -34,7 +36,7 @@ class BasicBlock(nn.Module):
         y = torch.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         s = self.shortcut_stride
-        return torch.relu(y + self.shortcut(x[..., ::s, ::s] if s != 1 else x))
+        return torch.relu(y + self.shortcut(nn.functional.avg_pool2d(x, 1, s) if s != 1 else x))
 
 
 class ResNetBackbone(nn.Module):
