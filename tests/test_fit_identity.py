@@ -49,10 +49,45 @@ def test_the_pose_distribution_loss_reaches_a_random_network():
     R, t = random_poses(128, g)
     noise = TARGET_NOISE * torch.randn(128, 6, generator=g, dtype=torch.float64)
     R_tgt, t_tgt = so3_exp(noise[:, :3]) @ R, t + noise[:, 3:]
-    loss_pose, _, _ = training_loss(net, R, t, R_tgt, t_tgt, 0.0, None)
-    loss, res, norm = training_loss(net, R, t, R_tgt, t_tgt, 0.01, None)
+    loss_pose, _, _, _ = training_loss(net, R, t, R_tgt, t_tgt, 0.0, None)
+    loss, res, norm, _ = training_loss(net, R, t, R_tgt, t_tgt, 0.01, None)
     assert norm > 0 and torch.isfinite(loss) and float(loss) != float(loss_pose)
     assert res.converged.float().mean() > 0.8
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
     assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
+
+
+def test_the_pose_distribution_loss_alone_reaches_bounded_weights():
+    """With the bounded weights (``weight_range``, first scale 1e8) and the NLL alone
+    (``pose_weight=0``), the first random outputs give valid NLL terms and a finite, nonzero
+    gradient, the global log-scale's included; the loss is the combined loss's NLL term in
+    nats, and saturated outputs span the range and no more."""
+    from pyfacepnp.examples.fit_identity import TARGET_NOISE, training_loss
+    from pyfacepnp.geometry.rotation import so3_exp
+
+    torch.manual_seed(0)
+    net = CorrespondenceNet(weight_range=10.0)
+    g = torch.Generator().manual_seed(2)
+    R, t = random_poses(128, g)
+    noise = TARGET_NOISE * torch.randn(128, 6, generator=g, dtype=torch.float64)
+    R_tgt, t_tgt = so3_exp(noise[:, :3]) @ R, t + noise[:, 3:]
+    loss, res, norm, valid = training_loss(net, R, t, R_tgt, t_tgt, 1.0, None, pose_weight=0.0)
+    with torch.no_grad():
+        loss_pose, _, _, _ = training_loss(net, R, t, R_tgt, t_tgt, 0.0, None)
+        both, _, norm_both, _ = training_loss(net, R, t, R_tgt, t_tgt, 1e6, None)
+    assert norm == 1.0 and norm_both > 1e7  # the NLL alone in nats; beside the pose loss, normalised
+    assert torch.isfinite(loss) and float(loss.detach()) != 0.0
+    nll_part = (float(both) - float(loss_pose)) / 1e6
+    assert abs(nll_part - float(loss.detach()) / norm_both) < 1e-3 * abs(nll_part)
+    assert valid.float().mean() > 0.8 and res.converged.float().mean() > 0.8
+    net.zero_grad()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in net.mlp.parameters()) > 0
+    assert float(net.log_weight_scale.grad) != 0.0
+    with torch.no_grad():  # saturated outputs: the weights span the range and no more
+        net.mlp[-1].bias.copy_(100.0 * torch.randn(net.mlp[-1].bias.shape, generator=g))
+        _, _, w = net(R.float(), t.float())
+    spread = w.flatten(1).max(1).values / w.flatten(1).min(1).values
+    assert float(spread.min()) > 9.9 and float(spread.max()) < 10.0 * (1 + 1e-5)
