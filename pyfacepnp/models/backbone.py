@@ -23,9 +23,8 @@ class BasicBlock(nn.Module):
         # The projection is a 1x1 convolution of stride `stride`, written as a subsampling
         # (a 1x1 average pool of that stride: its gradient keeps the channels-last layout,
         # a slice's does not) followed by a stride-1 1x1 convolution (the same values and
-        # parameters): the
-        # CPU's oneDNN backward of a strided 1x1 convolution in channels-last layout crashes
-        # for some small channel counts (e.g. 8 -> 8 in torch 2.13).
+        # parameters): the CPU's oneDNN backward of a strided 1x1 convolution in
+        # channels-last layout crashes for some small channel counts (8 -> 8 in torch 2.13).
         self.shortcut_stride = stride
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
@@ -102,7 +101,7 @@ class ResNetBackbone(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
+        return self.stage_outputs(x)[-1]
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output, finest first (the last is :meth:`forward`'s)."""
