@@ -130,15 +130,19 @@ PFP_HD bool lm_refine(Acc& acc, const SolverParams<T>& prm, T tol, Pose<T>& pose
   return false;
 }
 
-// Newton iterations with the exact Hessian from near the optimum: quadratic convergence to
-// the point where the exact gradient vanishes, which the implicit backward assumes. True
-// when the next Newton step is below prm.tolerance. Leaves `ex` = exact normal equations
-// at the returned pose.
+// Newton iterations with the exact Hessian from `pose`, whose exact normal equations are
+// `ex`: quadratic convergence to the point where the exact gradient vanishes, which the
+// implicit backward assumes. True when a step is below prm.tolerance; that step is taken
+// too and `ex`, one step behind, stays the exact normal equations of the pose before it.
+// Every step counts in `iters`, which stops at `limit`; at most five steps. False (the pose
+// the last accepted step reached, and its `ex`) when the Hessian is not definite, a step
+// does not contract or raises the cost, or a point would go behind the camera.
 template <typename T, typename Acc>
-PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex) {
-  acc.normal_eq(pose, true, ex);
+PFP_HD bool newton_steps(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex,
+                         int32_t& iters, int32_t limit) {
   T prev = T(-1);
-  for (int it = 0; it < 5; ++it) {
+  for (int it = 0; it < 5 && iters < limit; ++it) {
+    ++iters;
     T Hinv[36];
     if (!spd_inverse6(ex.H, prm.pd_tol, Hinv)) return false;
     T d[6];
@@ -148,9 +152,8 @@ PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, N
       d[i] = s;
     }
     if (step_is_small(d, pose, prm.tolerance)) {
-      // The last step is taken too: it moves the pose by at most the tolerance, onto the
-      // point where the gradient vanishes to second order (the implicit backward's
-      // assumption). `ex`, one step behind, differs from its value there by O(|d|).
+      // The last step moves the pose by at most the tolerance, onto the point where the
+      // gradient vanishes to second order; `ex` differs from its value there by O(|d|).
       Pose<T> last;
       apply_step(pose, d, last);
       pose = last;
@@ -173,6 +176,15 @@ PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, N
     prev = size;
   }
   return false;
+}
+
+// The polish of a pose near the optimum (the LM's): its exact normal equations, then
+// newton_steps (not counted as iterations).
+template <typename T, typename Acc>
+PFP_HD bool newton_polish(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, NormalEq<T>& ex) {
+  acc.normal_eq(pose, true, ex);
+  int32_t steps = 0;
+  return newton_steps(acc, prm, pose, ex, steps, 5);
 }
 
 // Finish a pose that LM brought within max(tolerance, 1e-6): exact Newton (about two passes
@@ -292,14 +304,38 @@ PFP_HD int starting_poses(Acc& acc, const Camera<T>& cam, StartSource src, const
   return 1;
 }
 
-// The best LM result over a list of starts.
+// The best refined result over a list of starts.
 template <typename T>
 struct Candidate {
-  bool have = false;    // some start could be refined (it had every point in front)
-  bool conv = false;    // its LM converged
+  bool have = false;      // some start could be refined (it had every point in front)
+  bool conv = false;      // its refinement converged
+  bool finished = false;  // converged to the full tolerance by Newton: `ex` is the polish's
   Pose<T> pose;
   T cost = T(0);
+  NormalEq<T> ex;  // when finished: the exact normal equations one step behind `pose`
 };
+
+// Refine a start whose every weighted point is in front, from its normal equations `eq`.
+// When they are the exact ones (`exact`), Newton steps first: a start at the object-space
+// minimum is usually in Newton's quadratic basin already, so two or three exact passes
+// replace the LM's two to four Gauss-Newton passes and the polish's two. Where they do not
+// converge, and from a start moved in front of the camera (Gauss-Newton's `eq`), the LM to
+// max(tolerance, 1e-6), for finish_candidate to polish.
+template <typename T, typename Acc>
+PFP_HD void refine_start(Acc& acc, const SolverParams<T>& prm, Pose<T> pose, NormalEq<T>& eq,
+                         bool exact, int32_t& iters, Candidate<T>& out) {
+  out.have = true;
+  out.finished = exact && newton_steps(acc, prm, pose, eq, iters, prm.max_iterations);
+  out.conv = out.finished;
+  if (out.finished) {
+    out.ex = eq;
+  } else {
+    if (exact && iters < prm.max_iterations) acc.normal_eq(pose, false, eq);
+    out.conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, iters);
+  }
+  out.pose = pose;
+  out.cost = eq.cost;
+}
 
 // The mean over the active points of |X - mean|_inf: the object's size, in its units.
 template <typename T, typename Acc>
@@ -336,7 +372,7 @@ PFP_HD bool move_in_front(Acc& acc, Pose<T>& pose, NormalEq<T>& eq) {
   return false;
 }
 
-// Refine the starts by LM and keep the lowest cost: the first start that puts every point in
+// Refine the starts (refine_start) and keep the lowest cost: the first start that puts every point in
 // front, then those whose object-space error is within a factor 4 of it (up to
 // kMaxCandidates; small-N and planar problems have several comparable minima, e.g. the planar
 // two-fold ambiguity). When no global start has every weighted point in front (a network's
@@ -354,18 +390,14 @@ PFP_HD void refine_starts(Acc& acc, const SolverParams<T>& prm, const Pose<T>* s
       if (used > 0 && ferr[c] > limit) break;
       Pose<T> pose = starts[c];
       NormalEq<T> eq;
-      bool front = acc.normal_eq(pose, false, eq) && is_finite(eq.cost);
-      if (!front && pass == 1) front = move_in_front(acc, pose, eq);
+      bool front = acc.normal_eq(pose, true, eq) && is_finite(eq.cost), moved = false;
+      if (!front && pass == 1) front = moved = move_in_front(acc, pose, eq);
       if (!front) continue;
       if (used == 0) limit = T(4) * tmax(ferr[c], T(0)) + T(1e-12) * tabs(ferr[n_starts - 1]);
       ++used;
-      const bool conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), pose, eq, iters);
-      if (!best.have || eq.cost < best.cost) {
-        best.have = true;
-        best.pose = pose;
-        best.cost = eq.cost;
-        best.conv = conv;
-      }
+      Candidate<T> r;
+      refine_start(acc, prm, pose, eq, !moved, iters, r);  // moved: eq is Gauss-Newton's
+      if (!best.have || r.cost < best.cost) best = r;
     }
   }
 }
@@ -390,7 +422,9 @@ PFP_HD void finish_candidate(Acc& acc, const SolverParams<T>& prm, const Candida
   NormalEq<T> ex;
   Pose<T> pose = cand.pose;
   bool conv = cand.conv;
-  if (conv)
+  if (cand.finished)
+    ex = cand.ex;
+  else if (conv)
     conv = finish_to_tolerance(acc, prm, pose, ex, iters);
   else
     acc.normal_eq(pose, true, ex);
@@ -467,14 +501,12 @@ PFP_HD int solve_minima(Acc& acc, const Camera<T>& cam, const SolverParams<T>& p
   int count = 0;
   for (int c = 0; c < n; ++c) {
     Candidate<T> cand;
-    cand.pose = starts[c];
+    Pose<T> pose = starts[c];
     NormalEq<T> eq;
-    if (!(acc.normal_eq(cand.pose, false, eq) && is_finite(eq.cost)) &&
-        !move_in_front(acc, cand.pose, eq))
-      continue;
     int32_t iters = 0;
-    cand.have = true;
-    cand.conv = lm_refine(acc, prm, tmax(prm.tolerance, T(1e-6)), cand.pose, eq, iters);
+    const bool front = acc.normal_eq(pose, true, eq) && is_finite(eq.cost);
+    if (!front && !move_in_front(acc, pose, eq)) continue;
+    refine_start(acc, prm, pose, eq, front, iters, cand);  // moved: eq is Gauss-Newton's
     ProblemResult<T> r;
     finish_candidate(acc, prm, cand, iters, r);
     int pos = count;  // r's place: merge with a result at the same pose, else sorted insert

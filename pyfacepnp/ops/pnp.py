@@ -23,9 +23,9 @@ from pyfacepnp.ops._checks import (
 class PnPStatus(enum.IntEnum):
     """Per-problem outcome of :func:`solve_pnp` (the ``status`` field)."""
 
-    #: The Levenberg-Marquardt iterations met the tolerance and the exact Hessian at the
-    #: solution is positive definite. Only these problems have a covariance and receive
-    #: gradients; their R, t, cost and covariance are finite in the inputs' dtype.
+    #: The refinement (Newton, else Levenberg-Marquardt) met the tolerance and the exact
+    #: Hessian at the solution is positive definite. Only these problems have a covariance and
+    #: receive gradients; their R, t, cost and covariance are finite in the inputs' dtype.
     CONVERGED = 0
     #: ``max_iterations`` ran out first; the pose is the best found, covariance and gradients
     #: are zero.
@@ -50,7 +50,7 @@ class PnPResult(NamedTuple):
     R: torch.Tensor  #: ``(..., 3, 3)`` rotation, ``x_cam = R @ X + t``
     t: torch.Tensor  #: ``(..., 3)`` translation
     cost: torch.Tensor  #: ``(...)`` objective value at the solution
-    iterations: torch.Tensor  #: ``(...)`` int32, Levenberg-Marquardt iterations used
+    iterations: torch.Tensor  #: ``(...)`` int32, refinement steps used (Newton and Levenberg-Marquardt)
     status: torch.Tensor  #: ``(...)`` int32, a :class:`PnPStatus` value
     #: ``(..., 6, 6)`` inverse of the exact Hessian of the cost at the solution, in the local
     #: pose coordinates ``(dw, dt)`` with ``R = exp([dw]x) R*``, ``t = t* + dt``.
@@ -106,7 +106,8 @@ def solve_pnp(
     for every problem of the batch, independently: a global initialisation computed in the
     kernel (the object-space formulation of SQPnP on the undistorted rays, minimised over
     SO(3) from 24 starts; it handles planar scenes, N = 4..6 and any rotation), then
-    Levenberg-Marquardt and a final Newton polish with the exact Hessian. Gradients of ``R``,
+    Newton steps with the exact Hessian from each start, Levenberg-Marquardt and a final Newton
+    polish where those do not converge. Gradients of ``R``,
     ``t`` and ``cost`` flow to ``points3d``, ``points2d``, ``K`` (top two rows),
     ``weights`` and ``distortion`` by the implicit function theorem at the solution (see
     docs/math.md).
@@ -163,8 +164,8 @@ def solve_pnp(
             batch for a scale per problem (e.g. an adaptive Huber threshold); a problem whose
             scale is outside the range is ``INVALID_INPUT``. Not differentiated.
         huber_delta: deprecated alias of ``loss_scale``.
-        max_iterations: Levenberg-Marquardt iteration limit per start (the init's, the
-            global start's), in [1, 100000].
+        max_iterations: refinement step limit (Newton and Levenberg-Marquardt) per start (the
+            init's, the global start's), in [1, 100000].
         tolerance: stop when the step satisfies ``|dw|_inf <= tolerance`` (radians) and
             ``|dt|_inf <= tolerance * |t|``; a final exact Newton step follows, so the
             answer is at the optimum to rounding and ``torch.autograd.gradcheck`` of the op
