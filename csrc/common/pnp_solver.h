@@ -372,8 +372,8 @@ PFP_HD bool move_in_front(Acc& acc, Pose<T>& pose, NormalEq<T>& eq) {
   return false;
 }
 
-// Refine the starts (refine_start) and keep the lowest cost: the first start that puts every point in
-// front, then those whose object-space error is within a factor 4 of it (up to
+// Refine the starts (refine_start) and keep the lowest cost: the first start that puts every
+// point in front, then those whose object-space error is within a factor 4 of it (up to
 // kMaxCandidates; small-N and planar problems have several comparable minima, e.g. the planar
 // two-fold ambiguity). When no global start has every weighted point in front (a network's
 // early output, pixels that fit best with the scene behind the camera), the same starts are
