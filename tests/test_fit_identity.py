@@ -2,6 +2,7 @@
 random outputs of a network are answered with front-facing poses and gradients, and a short
 run learns."""
 
+import pytest
 import torch
 
 from pyfacepnp.examples.fit_identity import CorrespondenceNet, pose_loss, random_poses, solve, train
@@ -91,3 +92,8 @@ def test_the_pose_distribution_loss_alone_reaches_bounded_weights():
         _, _, w = net(R.float(), t.float())
     spread = w.flatten(1).max(1).values / w.flatten(1).min(1).values
     assert float(spread.min()) > 9.9 and float(spread.max()) < 10.0 * (1 + 1e-5)
+
+
+def test_training_with_no_loss_is_a_clear_error():
+    with pytest.raises(ValueError, match="no loss"):
+        train(epochs=1, samples=256, pose_weight=0.0, nll_weight=0.0)

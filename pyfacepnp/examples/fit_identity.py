@@ -159,6 +159,8 @@ def weight_spread(net, n, seed):
 
 def train(epochs=10, samples=65536, batch=256, lr=3e-3, seed=0, test_size=1024, log=print,
           nll_weight=0.0, pose_weight=1.0, weight_range=None, weight_scale=WEIGHT_SCALE):
+    if not (pose_weight > 0 or nll_weight > 0):
+        raise ValueError(f"no loss: pose_weight={pose_weight} and nll_weight={nll_weight}; give one a positive value")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     net = CorrespondenceNet(weight_range=weight_range, weight_scale=weight_scale)
