@@ -60,10 +60,17 @@ struct Pinhole {
     cross3(Y, b, q);
     for (int k = 0; k < 3; ++k) q[3 + k] = b[k];
     const T ev[6] = {Y[1], -Y[0], T(0), T(0), T(0), T(1)};
+    // Entries 2-4 of e are zeros by construction: their products are left out rather than
+    // added as zeros (x + 0 y is not folded), which leaves 15 of the 21 entries.
     PFP_UNROLL
     for (int i = 0; i < 6; ++i)
       PFP_UNROLL
-      for (int j = 0; j <= i; ++j) H[i * 6 + j] -= c * (ev[i] * q[j] + q[i] * ev[j]) * iz;
+      for (int j = 0; j <= i; ++j) {
+        const bool ei = i < 2 || i == 5, ej = j < 2 || j == 5;
+        if (ei && ej) H[i * 6 + j] -= c * (ev[i] * q[j] + q[i] * ev[j]) * iz;
+        else if (ei) H[i * 6 + j] -= c * (ev[i] * q[j]) * iz;
+        else if (ej) H[i * 6 + j] -= c * (q[i] * ev[j]) * iz;
+      }
   }
 
   // Camera::backward_terms for the pinhole (gD is not written). du_a/dk_a = Xc / z; its

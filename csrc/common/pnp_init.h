@@ -12,69 +12,79 @@
 
 namespace pfp {
 
-// Per-problem sums over points, in coordinates centred at the weighted centroid.
+// Per-problem sums over points, in coordinates centred at the weighted centroid. Q and X X^T
+// are symmetric, so only their distinct entries are summed: with sym(j, l) = j (j + 1) / 2 + l
+// (j >= l) indexing a 3x3 symmetric matrix's lower triangle,
+//   S[sym(j, l)]                = sum w Q_jl                 (S = sum w Q, 3x3)
+//   B[3 sym(j, l) + k]          = sum w Q_jl X_k             (B = sum w Q A_i, 3x9)
+//   C[6 sym(j, l) + sym(k, n)]  = sum w Q_jl X_k X_n         (C = sum w A_i^T Q A_i, 9x9)
+// where A_i r = R X_i, so that (Q A_i)[j, 3l+k] = Q_jl X_k and
+// (A_i^T Q A_i)[3j+k, 3l+n] = Q_jl X_k X_n: 60 sums per point where the dense 3x3, 3x9 and
+// lower triangle of the 9x9 take 81. omega_finish expands them.
 template <typename T>
 struct OmegaAccum {
-  T S[9];   // sum w Q                     (3x3)
-  T B[27];  // sum w Q A_i                 (3x9), A_i r = R X_i
-  T C[81];  // sum w A_i^T Q A_i           (9x9), lower triangle accumulated
+  T S[6];
+  T B[18];
+  T C[36];
   PFP_HD void zero() {
-    for (int i = 0; i < 9; ++i) S[i] = T(0);
-    for (int i = 0; i < 27; ++i) B[i] = T(0);
-    for (int i = 0; i < 81; ++i) C[i] = T(0);
+    for (int i = 0; i < 6; ++i) S[i] = T(0);
+    for (int i = 0; i < 18; ++i) B[i] = T(0);
+    for (int i = 0; i < 36; ++i) C[i] = T(0);
   }
   PFP_HD void add(const OmegaAccum& o) {
-    for (int i = 0; i < 9; ++i) S[i] += o.S[i];
-    for (int i = 0; i < 27; ++i) B[i] += o.B[i];
-    for (int i = 0; i < 81; ++i) C[i] += o.C[i];
+    for (int i = 0; i < 6; ++i) S[i] += o.S[i];
+    for (int i = 0; i < 18; ++i) B[i] += o.B[i];
+    for (int i = 0; i < 36; ++i) C[i] += o.C[i];
   }
 };
 
+// Index of entry (j, l) of a symmetric 3x3 matrix in its packed lower triangle.
+PFP_HD_INLINE constexpr int sym3(int j, int l) { return j >= l ? j * (j + 1) / 2 + l : l * (l + 1) / 2 + j; }
+
 // Add one point: Xr is the centred 3D point, m the normalised ray K^{-1}[x;1], w its weight.
-// Acc is an OmegaAccum or any struct with `S[9]`, `B[27]` and `C[81]` that can be added to
+// Acc is an OmegaAccum or any struct with `S[6]`, `B[18]` and `C[36]` that can be added to
 // (the CPU's per-lane sums, pnp/pnp_cpu_simd.h).
 template <typename T, typename Acc>
 PFP_HD_INLINE void add_point_omega(const T* Xr, const T* m, T w, Acc& acc) {
-  const T im2 = T(1) / dot3(m, m);
-  T Q[9];
-  for (int j = 0; j < 3; ++j)
-    for (int l = 0; l < 3; ++l) Q[3 * j + l] = w * ((j == l ? T(1) : T(0)) - m[j] * m[l] * im2);
-  for (int i = 0; i < 9; ++i) acc.S[i] += Q[i];
-  // (A_i)[j, 3j+k] = X_k, so (Q A_i)[j, 3l+k] = Q[j,l] X_k and
-  // (A_i^T Q A_i)[3j+k, 3l+n] = Q[j,l] X_k X_n.
-  for (int j = 0; j < 3; ++j)
-    for (int l = 0; l < 3; ++l)
-      for (int k = 0; k < 3; ++k) acc.B[9 * j + 3 * l + k] += Q[3 * j + l] * Xr[k];
+  const T wm = w / dot3(m, m);
+  T Q[6], XX[6];
   PFP_UNROLL
   for (int j = 0; j < 3; ++j)
     PFP_UNROLL
-    for (int k = 0; k < 3; ++k) {
-      const int row = 3 * j + k;
-      PFP_UNROLL
-      for (int l = 0; l <= j; ++l)
-        PFP_UNROLL
-        for (int n = 0; n < 3; ++n) {
-          const int col = 3 * l + n;
-          if (col <= row) acc.C[9 * row + col] += Q[3 * j + l] * Xr[k] * Xr[n];
-        }
+    for (int l = 0; l <= j; ++l) {
+      Q[sym3(j, l)] = (j == l ? w : T(0)) - wm * m[j] * m[l];
+      XX[sym3(j, l)] = Xr[j] * Xr[l];
     }
+  PFP_UNROLL
+  for (int a = 0; a < 6; ++a) {
+    acc.S[a] += Q[a];
+    PFP_UNROLL
+    for (int k = 0; k < 3; ++k) acc.B[3 * a + k] += Q[a] * Xr[k];
+    PFP_UNROLL
+    for (int b = 0; b < 6; ++b) acc.C[6 * a + b] += Q[a] * XX[b];
+  }
 }
 
 // Omega = C - B^T S^{-1} B and P = -S^{-1} B (t = P r in centred coordinates).
 template <typename T>
-PFP_HD bool omega_finish(OmegaAccum<T>& acc, T* Omega, T* P) {
-  T Si[9];
-  if (!inv3(acc.S, Si)) return false;
+PFP_HD bool omega_finish(const OmegaAccum<T>& acc, T* Omega, T* P) {
+  T S[9], Si[9], B[27];
+  for (int j = 0; j < 3; ++j)
+    for (int l = 0; l < 3; ++l) {
+      S[3 * j + l] = acc.S[sym3(j, l)];
+      for (int k = 0; k < 3; ++k) B[9 * j + 3 * l + k] = acc.B[3 * sym3(j, l) + k];
+    }
+  if (!inv3(S, Si)) return false;
   for (int i = 0; i < 3; ++i)
     for (int c = 0; c < 9; ++c) {
       T s = T(0);
-      for (int k = 0; k < 3; ++k) s += Si[3 * i + k] * acc.B[9 * k + c];
+      for (int k = 0; k < 3; ++k) s += Si[3 * i + k] * B[9 * k + c];
       P[9 * i + c] = -s;
     }
   for (int r = 0; r < 9; ++r)
     for (int c = 0; c <= r; ++c) {
-      T s = acc.C[9 * r + c];
-      for (int k = 0; k < 3; ++k) s += acc.B[9 * k + r] * P[9 * k + c];
+      T s = acc.C[6 * sym3(r / 3, c / 3) + sym3(r % 3, c % 3)];
+      for (int k = 0; k < 3; ++k) s += B[9 * k + r] * P[9 * k + c];
       Omega[9 * r + c] = s;
       Omega[9 * c + r] = s;
     }

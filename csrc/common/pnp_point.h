@@ -3,6 +3,8 @@
 // Objective: E = 1/2 sum_i rho(s_i), s_i = sum_a w_ia r_ia^2, r_ia = u_a(R X_i + t) - x_ia,
 // u_a(Xc) the camera's projection (common/camera.h). Pose perturbations are local: R = exp([dw]x) R*, t = t* + dt, theta = (dw, dt). See docs/math.md.
 #pragma once
+#include <type_traits>
+
 #include "common/camera.h"
 #include "common/linalg.h"
 
@@ -78,6 +80,20 @@ template <typename T>
 struct ConvexRobust {
   Robust<T> rob;
   PFP_HD void eval(T s, T& rho, T& d1, T& d2) const { rob.eval_convex(s, rho, d1, d2); }
+};
+
+// The l2 kernel alone, as a type: Robust::eval's short path (no square root or division) for
+// the CPU's vectorised l2 passes, where ConvexRobust would compute and discard Huber's. Its
+// rho'' is zero by type, so the exact Hessian skips the terms it multiplies (add_point_normal_eq)
+// rather than adding zeros (x + 0 y is not folded away).
+template <typename T>
+struct L2Kernel {
+  Robust<T> rob;
+  PFP_HD void eval(T s, T& rho, T& d1, T& d2) const {
+    rho = s;
+    d1 = T(1);
+    d2 = T(0);
+  }
 };
 
 // A point's observation, converted to the compute type (see load_point).
@@ -190,19 +206,23 @@ struct NormalEq {
 // kernel (positive semi-definite, used by the LM iterations). exact = true: the true
 // second derivative of E in theta, with the projection's and the chart's second-order
 // terms and rho'' (used for the covariance, the final Newton polish and the backward).
-// Cam is a Camera or a Pinhole, Rob a Robust or a ConvexRobust, Eq a NormalEq or any struct
-// with `cost`, `g[6]` and `H[36]` that can be added to (the CPU passes' per-lane sums).
+// Cam is a Camera or a Pinhole, Rob a Robust, a ConvexRobust or an L2Kernel, Eq a NormalEq or
+// any struct with `cost`, `g[6]` and `H[36]` that can be added to (the CPU passes' per-lane
+// sums).
 template <typename T, typename Cam, typename Rob, typename Eq>
 PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>& o, const Cam& cam,
                                 const Rob& rob, bool exact, Eq& acc) {
   T rho, d1, d2;
   rob.eval(e.s, rho, d1, d2);
   acc.cost += T(0.5) * rho;
-  T J[2][6];
-  jacobian_row(e, 0, J[0]);
-  jacobian_row(e, 1, J[1]);
-  T c[6];  // sum_a w_a r_a J_a  (half the gradient of s)
-  for (int k = 0; k < 6; ++k) c[k] = o.w[0] * e.r[0] * J[0][k] + o.w[1] * e.r[1] * J[1][k];
+  // Residual a's Jacobian row is J_a = [Y x du_a; du_a] (dXc = dw x Y + dt), so with
+  // lam_a = w_a r_a and b = sum_a lam_a du_a, c = sum_a lam_a J_a = [Y x b; b] (half the
+  // gradient of s).
+  const T lam[2] = {o.w[0] * e.r[0], o.w[1] * e.r[1]};
+  T b[3], c[6];
+  for (int k = 0; k < 3; ++k) b[k] = lam[0] * e.a[0][k] + lam[1] * e.a[1][k];
+  cross3(e.Y, b, c);
+  for (int k = 0; k < 3; ++k) c[3 + k] = b[k];
   for (int k = 0; k < 6; ++k) acc.g[k] += d1 * c[k];
   // Exact: J^T (rho' W + 2 rho'' W r r^T W) J + the second-order terms below. The LM's
   // Gauss-Newton Hessian is IRLS's, J^T rho' W J, without the rank-one term: beyond the
@@ -212,26 +232,46 @@ PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>&
   // singular and the LM crawled (20 % uniform outliers: 47 of 64 face-like problems at
   // MAX_ITERATIONS, against 3 with IRLS). Near the solution the exact Newton polish takes
   // over, so the rate there is unchanged.
-  const T w0 = d1 * o.w[0], w1 = d1 * o.w[1];
-  if (!exact) {  // (apart, not with a zero factor: x + 0 * y is not folded)
+  //
+  // J^T rho' W J in 3x3 blocks, from A = sum_a rho' w_a du_a du_a^T (symmetric): the (t, t)
+  // block is A, the (t, w) block's row i is Y x A_i (A_i: row i of A), and the (w, w) block's
+  // column j is Y x (column j of the (t, w) block). Fewer products than the 21 entries of
+  // sum_a w_a J_a J_a^T.
+  T u[2][3], A[3][3], N[3][3];
+  for (int k = 0; k < 3; ++k) {
+    u[0][k] = d1 * o.w[0] * e.a[0][k];
+    u[1][k] = d1 * o.w[1] * e.a[1][k];
+  }
+  PFP_UNROLL
+  for (int i = 0; i < 3; ++i)
+    PFP_UNROLL
+    for (int j = 0; j <= i; ++j) A[i][j] = A[j][i] = u[0][i] * e.a[0][j] + u[1][i] * e.a[1][j];
+  for (int i = 0; i < 3; ++i) cross3(e.Y, A[i], N[i]);
+  PFP_UNROLL
+  for (int i = 0; i < 3; ++i)
+    PFP_UNROLL
+    for (int j = 0; j <= i; ++j) {
+      acc.H[(3 + i) * 6 + 3 + j] += A[i][j];
+      // (w, w)[i][j] = (Y x N[:, j])_i: row i of the cross product, i >= j
+      const int i1 = (i + 1) % 3, i2 = (i + 2) % 3;
+      acc.H[i * 6 + j] += e.Y[i1] * N[i2][j] - e.Y[i2] * N[i1][j];
+    }
+  PFP_UNROLL
+  for (int i = 0; i < 3; ++i)
+    PFP_UNROLL
+    for (int j = 0; j < 3; ++j) acc.H[(3 + i) * 6 + j] += N[i][j];
+  if (!exact) return;
+  // The rank-one term 2 rho'' c c^T, apart (x + 0 y is not folded): l2's is zero by type.
+  if constexpr (!std::is_same_v<Rob, L2Kernel<T>>) {
+    const T c2 = T(2) * d2;
     PFP_UNROLL
     for (int i = 0; i < 6; ++i)
       PFP_UNROLL
-      for (int j = 0; j <= i; ++j) acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j];
-    return;
+      for (int j = 0; j <= i; ++j) acc.H[i * 6 + j] += c2 * c[i] * c[j];
   }
-  const T c2 = T(2) * d2;
-  PFP_UNROLL
-  for (int i = 0; i < 6; ++i)
-    PFP_UNROLL
-    for (int j = 0; j <= i; ++j)
-      acc.H[i * 6 + j] += w0 * J[0][i] * J[0][j] + w1 * J[1][i] * J[1][j] + c2 * c[i] * c[j];
   // Second-order terms, rho' sum_a w_a r_a d2r_a/dtheta2: the projection's curvature (the
   // camera's) and the chart's, blockdiag(sym(b Y^T) - (b.Y) I, 0) with b = sum_a w_a r_a du_a.
-  const T lam[2] = {o.w[0] * e.r[0], o.w[1] * e.r[1]};
   cam.add_curvature(e.Y, e.Xc, e.a, lam, d1, acc.H);
-  T b[3];
-  for (int k = 0; k < 3; ++k) b[k] = lam[0] * e.a[0][k] + lam[1] * e.a[1][k];
   const T bY = dot3(b, e.Y);
   PFP_UNROLL
   for (int i = 0; i < 3; ++i)
@@ -245,8 +285,8 @@ PFP_HD_INLINE void add_point_normal_eq(const PointEval<T>& e, const PointObs<T>&
 // to dL/dK rows 0-1 (6, row-major), dL/dw (2) and, for a distorted camera, to dL/dD
 // (kMaxDistortion):
 //   dL/dphi = -d/dphi (v . grad_theta e_i(theta*, phi)) + gc dE_i/dphi.
-// Cam is a Camera or a Pinhole, Rob a Robust or a kernel of it alone (ConvexRobust, the CPU's
-// L2Robust), as in add_point_normal_eq.
+// Cam is a Camera or a Pinhole, Rob a Robust or a kernel of it alone (ConvexRobust, L2Kernel),
+// as in add_point_normal_eq.
 template <typename T, typename Cam, typename Rob>
 PFP_HD_INLINE void point_backward(const PointEval<T>& e, const PointObs<T>& o, const Cam& cam,
                                   const T* R, const Rob& rob, const T* v, T gc, T* gX, T* gx,

@@ -119,20 +119,8 @@ struct PinholePass {
   pfp::Robust<double> rob;  // l2 or Huber
 };
 
-// The l2 kernel alone: Robust::eval's short path (no square root or division), for the
-// passes' l2 copies (ConvexRobust computes and discards Huber's square root and divisions).
-template <typename T>
-struct L2Robust {
-  pfp::Robust<T> rob;
-  void eval(T s, T& rho, T& d1, T& d2) const {
-    rho = s;
-    d1 = T(1);
-    d2 = T(0);
-  }
-};
-
 // The normal equations of one pass: false when an active point is on or behind the camera.
-// Rob: L2Robust or ConvexRobust.
+// Rob: L2Kernel or ConvexRobust.
 template <bool kExact, typename Rob>
 __attribute__((always_inline)) inline bool pinhole_normal_eq(const PinholePass& a,
                                                              pfp::NormalEq<double>& out) {
@@ -190,7 +178,7 @@ struct PinholeBackward {
 
 // The backward has no pass before it to build a structure of arrays: each block of kLanes
 // points is loaded (load_point, once per point) into one on the stack, and its gradients are
-// stored from another. Rob: L2Robust or ConvexRobust.
+// stored from another. Rob: L2Kernel or ConvexRobust.
 template <typename Rob, typename S>
 __attribute__((always_inline)) inline void pinhole_backward(const PinholeBackward<S>& a,
                                                             double* gK) {
@@ -277,7 +265,7 @@ struct LaneOmega {  // add_point_omega's accumulator, for one lane
 __attribute__((always_inline)) inline void pinhole_omega(const PointsSoA& pts, const double* mean,
                                                          const double* Kinv,
                                                          pfp::OmegaAccum<double>& out) {
-  alignas(64) double S[9 * kLanes] = {}, B[27 * kLanes] = {}, C[81 * kLanes] = {};
+  alignas(64) double S[6 * kLanes] = {}, B[18 * kLanes] = {}, C[36 * kLanes] = {};
   const double* __restrict c[7];
   for (int k = 0; k < 7; ++k) c[k] = pts.col(k);
   const double mu[3] = {mean[0], mean[1], mean[2]};
@@ -296,9 +284,9 @@ __attribute__((always_inline)) inline void pinhole_omega(const PointsSoA& pts, c
   }
   out.zero();
   for (int l = 0; l < kLanes; ++l) {
-    for (int k = 0; k < 9; ++k) out.S[k] += S[k * kLanes + l];
-    for (int k = 0; k < 27; ++k) out.B[k] += B[k * kLanes + l];
-    for (int k = 0; k < 81; ++k) out.C[k] += C[k * kLanes + l];
+    for (int k = 0; k < 6; ++k) out.S[k] += S[k * kLanes + l];
+    for (int k = 0; k < 18; ++k) out.B[k] += B[k * kLanes + l];
+    for (int k = 0; k < 36; ++k) out.C[k] += C[k * kLanes + l];
   }
 }
 
@@ -373,11 +361,12 @@ struct PinholePassSet {
   }
 #define PYFACEPNP_PASS_SET(NAME, STARTS)                                                       \
   PinholePassSet {                                                                             \
-    {NAME##_gn<L2Robust<double>>, NAME##_gn<pfp::ConvexRobust<double>>},                       \
-        {NAME##_exact<L2Robust<double>>, NAME##_exact<pfp::ConvexRobust<double>>}, NAME##_omega,  \
-        {NAME##_backward<L2Robust<double>, float>,                                             \
+    {NAME##_gn<pfp::L2Kernel<double>>, NAME##_gn<pfp::ConvexRobust<double>>},                 \
+        {NAME##_exact<pfp::L2Kernel<double>>, NAME##_exact<pfp::ConvexRobust<double>>},        \
+        NAME##_omega,                                                                          \
+        {NAME##_backward<pfp::L2Kernel<double>, float>,                                        \
          NAME##_backward<pfp::ConvexRobust<double>, float>},                                   \
-        {NAME##_backward<L2Robust<double>, double>,                                            \
+        {NAME##_backward<pfp::L2Kernel<double>, double>,                                       \
          NAME##_backward<pfp::ConvexRobust<double>, double>},                                  \
         STARTS, {NAME##_check<false, float>, NAME##_check<true, float>},                       \
         {NAME##_check<false, double>, NAME##_check<true, double>}, #NAME                       \

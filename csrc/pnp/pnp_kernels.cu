@@ -146,13 +146,11 @@ struct WarpAccumulator {
       pfp::add_point_omega(Xr, m, 0.5 * (o.w[0] + o.w[1]), acc);
     }
 #pragma unroll
-    for (int i = 0; i < 9; ++i) acc.S[i] = warp_sum(acc.S[i]);
+    for (int i = 0; i < 6; ++i) acc.S[i] = warp_sum(acc.S[i]);
 #pragma unroll
-    for (int i = 0; i < 27; ++i) acc.B[i] = warp_sum(acc.B[i]);
+    for (int i = 0; i < 18; ++i) acc.B[i] = warp_sum(acc.B[i]);
 #pragma unroll
-    for (int r = 0; r < 9; ++r)  // only the lower triangle is accumulated (and read)
-#pragma unroll
-      for (int c = 0; c <= r; ++c) acc.C[9 * r + c] = warp_sum(acc.C[9 * r + c]);
+    for (int i = 0; i < 36; ++i) acc.C[i] = warp_sum(acc.C[i]);
   }
 
   // The totals are reduced even when a point is behind the camera, so that every lane
