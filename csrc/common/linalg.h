@@ -155,28 +155,39 @@ PFP_HD bool cholesky(T* A, T rel_tol) {
   return true;
 }
 
-// Solve L L^T x = b given the factor from cholesky(); b is overwritten with x.
+// Solve L L^T x = b given the factor from cholesky() and the reciprocals of its diagonal
+// (id, n); b is overwritten with x. Multiplications by the reciprocals: a division's latency
+// is several multiplications', and an inverse takes n solves.
 template <typename T, int n>
-PFP_HD void cholesky_solve(const T* L, T* b) {
+PFP_HD void cholesky_solve(const T* L, const T* id, T* b) {
   for (int i = 0; i < n; ++i) {
     T s = b[i];
     for (int k = 0; k < i; ++k) s -= L[i * n + k] * b[k];
-    b[i] = s / L[i * n + i];
+    b[i] = s * id[i];
   }
   for (int i = n - 1; i >= 0; --i) {
     T s = b[i];
     for (int k = i + 1; k < n; ++k) s -= L[k * n + i] * b[k];
-    b[i] = s / L[i * n + i];
+    b[i] = s * id[i];
   }
+}
+
+template <typename T, int n>
+PFP_HD void cholesky_solve(const T* L, T* b) {
+  T id[n];
+  for (int i = 0; i < n; ++i) id[i] = T(1) / L[i * n + i];
+  cholesky_solve<T, n>(L, id, b);
 }
 
 // Inverse of an SPD matrix from its Cholesky factor, written densely to out (n x n).
 template <typename T, int n>
 PFP_HD void cholesky_inverse(const T* L, T* out) {
+  T id[n];
+  for (int i = 0; i < n; ++i) id[i] = T(1) / L[i * n + i];
   for (int c = 0; c < n; ++c) {
     T col[n];
     for (int i = 0; i < n; ++i) col[i] = i == c ? T(1) : T(0);
-    cholesky_solve<T, n>(L, col);
+    cholesky_solve<T, n>(L, id, col);
     for (int i = 0; i < n; ++i) out[i * n + c] = col[i];
   }
   for (int i = 0; i < n; ++i)  // exact symmetry

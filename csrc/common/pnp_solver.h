@@ -42,21 +42,40 @@ PFP_HD void apply_step(const Pose<T>& P, const T* d, Pose<T>& out) {
   for (int k = 0; k < 3; ++k) out.t[k] = P.t[k] + d[3 + k];
 }
 
-// Inverse of an SPD 6x6 matrix through its unit-diagonal scaling; false when the scaled
-// matrix has a pivot below pd_tol (not positive definite, pose not determined).
+// The Cholesky factor of an SPD 6x6 matrix's unit-diagonal scaling D H D (s: the diagonal of D,
+// 1 / sqrt(H_ii)); false when the scaled matrix has a pivot below pd_tol (not positive
+// definite, pose not determined).
 template <typename T>
-PFP_HD bool spd_inverse6(const T* H, T pd_tol, T* inv) {
-  T s[6], A[36];
+PFP_HD bool spd_factor6(const T* H, T pd_tol, T* L, T* s) {
   for (int i = 0; i < 6; ++i) {
     if (!(H[7 * i] > T(0)) || !is_finite(H[7 * i])) return false;
     s[i] = T(1) / sqrt(H[7 * i]);
   }
   for (int i = 0; i < 6; ++i)
-    for (int j = 0; j < 6; ++j) A[6 * i + j] = H[6 * i + j] * s[i] * s[j];
-  if (!cholesky<T, 6>(A, pd_tol)) return false;
-  cholesky_inverse<T, 6>(A, inv);
+    for (int j = 0; j < 6; ++j) L[6 * i + j] = H[6 * i + j] * s[i] * s[j];
+  return cholesky<T, 6>(L, pd_tol);
+}
+
+// Inverse of an SPD 6x6 matrix through its unit-diagonal scaling; false as spd_factor6.
+template <typename T>
+PFP_HD bool spd_inverse6(const T* H, T pd_tol, T* inv) {
+  T s[6], L[36];
+  if (!spd_factor6(H, pd_tol, L, s)) return false;
+  cholesky_inverse<T, 6>(L, inv);
   for (int i = 0; i < 6; ++i)
     for (int j = 0; j < 6; ++j) inv[6 * i + j] *= s[i] * s[j];
+  return true;
+}
+
+// The Newton step d = -H^-1 g of an SPD 6x6 H (one solve, not the inverse); false as
+// spd_factor6.
+template <typename T>
+PFP_HD bool spd_newton_step6(const T* H, const T* g, T pd_tol, T* d) {
+  T s[6], L[36];
+  if (!spd_factor6(H, pd_tol, L, s)) return false;
+  for (int i = 0; i < 6; ++i) d[i] = -g[i] * s[i];
+  cholesky_solve<T, 6>(L, d);
+  for (int i = 0; i < 6; ++i) d[i] *= s[i];
   return true;
 }
 
@@ -143,14 +162,8 @@ PFP_HD bool newton_steps(Acc& acc, const SolverParams<T>& prm, Pose<T>& pose, No
   T prev = T(-1);
   for (int it = 0; it < 5 && iters < limit; ++it) {
     ++iters;
-    T Hinv[36];
-    if (!spd_inverse6(ex.H, prm.pd_tol, Hinv)) return false;
     T d[6];
-    for (int i = 0; i < 6; ++i) {
-      T s = T(0);
-      for (int j = 0; j < 6; ++j) s -= Hinv[6 * i + j] * ex.g[j];
-      d[i] = s;
-    }
+    if (!spd_newton_step6(ex.H, ex.g, prm.pd_tol, d)) return false;
     if (step_is_small(d, pose, prm.tolerance)) {
       // The last step moves the pose by at most the tolerance, onto the point where the
       // gradient vanishes to second order; `ex` differs from its value there by O(|d|).
