@@ -346,22 +346,21 @@ PFP_HD_INLINE T to_boundary(const T* z, const T* p, T radius) {
   return (sqrt(tmax(zp * zp + pp * (radius * radius - zz), T(0))) - zp) / pp;
 }
 
-// An approximate minimiser of the model g.d + d.H.d / 2 over |d| <= radius, H symmetric 3x3
-// of any inertia: the Newton step when H is positive definite and the step inside (one
-// Cholesky factorisation, the usual case near a minimum), else Steihaug's truncated
-// conjugate gradients, which follow a direction of negative curvature, or the path that
-// leaves the region, to the boundary (no eigen-decomposition: a few products and one square
-// root). Returns the model's predicted decrease -(g.d + d.H.d / 2); `newton` (1 or 0) says
-// which step. Both steps are computed and one selected, with no branch, so that the CPU runs
-// several descents in the lanes of one loop; a value unused by the selection may be NaN.
+// The two steps of trust_region_step. The Newton step dn = -H^-1 g; 1 when H is positive
+// definite and the step within the radius, else 0.
 template <typename T>
-PFP_HD_INLINE T trust_region_step(const T* g, const T* H, T radius, T* d, T& newton) {
-  T dn[3];
+PFP_HD_INLINE T region_newton_step(const T* g, const T* H, T radius, T* dn) {
   const T ok = spd3_solve(H, g, T(1e-10), dn);
   for (int k = 0; k < 3; ++k) dn[k] = -dn[k];
-  newton = ok * (dot3(dn, dn) <= radius * radius ? T(1) : T(0));
-  // Steihaug: at most 3 iterations; `live` while they go on.
-  T r[3] = {g[0], g[1], g[2]}, p[3] = {-g[0], -g[1], -g[2]}, dc[3] = {T(0), T(0), T(0)};
+  return ok * (dot3(dn, dn) <= radius * radius ? T(1) : T(0));
+}
+
+// Steihaug's truncated conjugate gradients on the model, at most 3 iterations.
+template <typename T>
+PFP_HD_INLINE void steihaug_step(const T* g, const T* H, T radius, T* dc) {
+  // `live` while the iterations go on.
+  T r[3] = {g[0], g[1], g[2]}, p[3] = {-g[0], -g[1], -g[2]};
+  for (int k = 0; k < 3; ++k) dc[k] = T(0);
   T rr = dot3(r, r);
   const T stop = T(1e-24) * rr;
   T live = rr > stop ? T(1) : T(0);
@@ -392,10 +391,33 @@ PFP_HD_INLINE T trust_region_step(const T* g, const T* H, T radius, T* d, T& new
     rr = go > T(0) ? rr_new : rr;
     live = go * (rr > stop ? T(1) : T(0));
   }
+}
+
+// The step d chosen by trust_region_step from its two candidates, and the model's predicted
+// decrease -(g.d + d.H.d / 2).
+template <typename T>
+PFP_HD_INLINE T region_select(const T* g, const T* H, T newton, const T* dn, const T* dc, T* d) {
   for (int k = 0; k < 3; ++k) d[k] = newton > T(0) ? dn[k] : dc[k];
   T Hd[3];
   matvec3(H, d, Hd);
   return -(dot3(g, d) + T(0.5) * dot3(d, Hd));
+}
+
+// An approximate minimiser of the model g.d + d.H.d / 2 over |d| <= radius, H symmetric 3x3
+// of any inertia: the Newton step when H is positive definite and the step inside (one
+// Cholesky factorisation, the usual case near a minimum), else Steihaug's truncated
+// conjugate gradients, which follow a direction of negative curvature, or the path that
+// leaves the region, to the boundary (no eigen-decomposition: a few products and one square
+// root). Returns the model's predicted decrease -(g.d + d.H.d / 2); `newton` (1 or 0) says
+// which step. Both steps are computed and one selected, with no branch, so that the CPU runs
+// several descents in the lanes of one loop (which skips Steihaug's when no lane selects it);
+// a value unused by the selection may be NaN.
+template <typename T>
+PFP_HD_INLINE T trust_region_step(const T* g, const T* H, T radius, T* d, T& newton) {
+  T dn[3], dc[3];
+  newton = region_newton_step(g, H, radius, dn);
+  steihaug_step(g, H, radius, dc);
+  return region_select(g, H, newton, dn, dc, d);
 }
 
 // A descent's state on S^3: the point, the form there, and the trust radius (tangent units:

@@ -22,6 +22,7 @@ struct DescentLanes {
   double gr[3][kStartLanes], Hr[9][kStartLanes];  // the iteration's Newton system
   double live[kStartLanes];     // 1 while the lane's descent goes on
   double pending[kStartLanes];  // 1 while its iteration has no accepted step yet
+  double dn[3][kStartLanes], dc[3][kStartLanes], newton[kStartLanes];  // an attempt's steps
 };
 
 template <typename Lanes>
@@ -54,23 +55,62 @@ __attribute__((always_inline)) inline void lane_store(Lanes& s, int l, double ta
   s.f[l] = take > 0.0 ? e.f : s.f[l];
 }
 
+// Lane l's Newton system.
+template <typename Lanes>
+__attribute__((always_inline)) inline void lane_system(const Lanes& s, int l, double* gr,
+                                                       double* Hr) {
+  PFP_UNROLL
+  for (int k = 0; k < 3; ++k) gr[k] = s.gr[k][l];
+  PFP_UNROLL
+  for (int k = 0; k < 9; ++k) Hr[k] = s.Hr[k][l];
+}
+
+// The trust-region steps of every lane (pnp_init.h's trust_region_step, in parts): the Newton
+// steps, and Steihaug's only when a pending lane cannot take its Newton step (near the minima,
+// where most iterations are, none): the selection is the same either way.
+template <int kStartLanes>
+__attribute__((always_inline)) inline void lanes_region_steps(DescentLanes<kStartLanes>& s) {
+  double cg = 0.0;
+  for (int l = 0; l < kStartLanes; ++l) {
+    double gr[3], Hr[9], dn[3];
+    lane_system(s, l, gr, Hr);
+    const double newton = pfp::region_newton_step(gr, Hr, s.radius[l], dn);
+    PFP_UNROLL
+    for (int k = 0; k < 3; ++k) s.dn[k][l] = dn[k];
+    s.newton[l] = newton;
+    cg += s.pending[l] * (1.0 - newton);
+  }
+  if (!(cg > 0.0)) return;  // dc is read only where newton is 0, in lanes not pending
+  for (int l = 0; l < kStartLanes; ++l) {
+    double gr[3], Hr[9], dc[3];
+    lane_system(s, l, gr, Hr);
+    pfp::steihaug_step(gr, Hr, s.radius[l], dc);
+    PFP_UNROLL
+    for (int k = 0; k < 3; ++k) s.dc[k][l] = dc[k];
+  }
+}
+
 // One trial step of every pending lane: pnp_init.h's sphere_newton_iteration, one attempt,
 // as selections. Returns the number of lanes still pending.
 template <int kStartLanes>
 __attribute__((always_inline)) inline int lanes_attempt(const pfp::QuarticForm<double>& F,
                                                         DescentLanes<kStartLanes>& s) {
+  lanes_region_steps(s);
   double still = 0.0;
   for (int l = 0; l < kStartLanes; ++l) {
     double q[4], gr[3], Hr[9];
     pfp::QuarticEval<double> e;
     lane_load(s, l, q, e);
-    PFP_UNROLL
-    for (int k = 0; k < 3; ++k) gr[k] = s.gr[k][l];
-    PFP_UNROLL
-    for (int k = 0; k < 9; ++k) Hr[k] = s.Hr[k][l];
+    lane_system(s, l, gr, Hr);
     const double radius = s.radius[l], pend = s.pending[l];
-    double d[3], newton;
-    const double pred = pfp::trust_region_step(gr, Hr, radius, d, newton);
+    double d[3], step_n[3], step_c[3];
+    PFP_UNROLL
+    for (int k = 0; k < 3; ++k) {
+      step_n[k] = s.dn[k][l];
+      step_c[k] = s.dc[k][l];
+    }
+    const double newton = s.newton[l];
+    const double pred = pfp::region_select(gr, Hr, newton, step_n, step_c, d);
     const double dn = std::sqrt(pfp::dot3(d, d));
     // A step below rounding or no predicted decrease: the descent is over.
     const double stuck = (dn >= 5e-10 ? 0.0 : 1.0) + (pred > 0.0 ? 0.0 : 1.0) > 0.0 ? 1.0 : 0.0;
@@ -135,6 +175,7 @@ __attribute__((always_inline)) inline void descend_start_lanes(const pfp::Quarti
         lane_store(s, l, 1.0, q, e);
         s.radius[l] = pfp::kStartRadius;
         s.live[l] = 1.0;
+        for (int k = 0; k < 3; ++k) s.dc[k][l] = 0.0;  // finite where no Steihaug step is taken
       }
       bool dup[kStartLanes] = {};
       for (int it = 0; it < pfp::kStartIterations; ++it) {
