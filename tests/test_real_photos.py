@@ -35,8 +35,8 @@ MEDIAPIPE_VS_DLIB_PCT = 8.0  # median, the 68 mapped mesh points against dlib's:
 # The trained pipeline with the dlib crop (runs/demo/model.pt of `make demo`): the projected
 # 68 landmark vertices, median 9.2 (astronaut) and 5.6 (Hopper); its rotation from the
 # classical pose 27.4 and 19.5 degrees (it pitches the faces down: see docs/real_photos.md).
-# The current demo bundle: 7.4 and 7.5 %, 24.0 and 26.8 degrees (the one before: 7.9 and 7.2 %,
-# 23.5 and 22.7 degrees).
+# The current demo bundle: 9.6 and 6.9 %, 29.4 and 20.8 degrees (the ones before: 7.4 and 7.5 %,
+# 24.0 and 26.8 degrees; 7.9 and 7.2 %, 23.5 and 22.7 degrees).
 # These tolerances hold the measured state; the target is TARGET_PCT, not yet met on
 # the astronaut (test_trained_pipeline_meets_the_target, a strict xfail).
 PIPELINE_PCT = 12.0
@@ -267,8 +267,8 @@ def test_trained_pipeline_puts_the_mesh_on_the_real_faces(dlib_faces):
 
 @needs_dlib
 @pytest.mark.skipif(not os.path.isfile(CHECKPOINT), reason=f"needs a trained bundle ({CHECKPOINT}: make demo)")
-@pytest.mark.xfail(strict=True, reason="target missed: projected landmarks 7.4 % of the inter-ocular distance on "
-                                       "the astronaut (7.5 on Hopper); docs/real_photos.md")
+@pytest.mark.xfail(strict=True, reason="target missed: projected landmarks 9.6 % of the inter-ocular distance on "
+                                       "the astronaut (6.9 on Hopper); docs/real_photos.md")
 def test_trained_pipeline_meets_the_target(dlib_faces):
     from pyfacepnp.eval.real import measure_photo
     from pyfacepnp.models.bundle import load_bundle
