@@ -39,7 +39,9 @@ struct OmegaAccum {
 };
 
 // Index of entry (j, l) of a symmetric 3x3 matrix in its packed lower triangle.
-PFP_HD_INLINE constexpr int sym3(int j, int l) { return j >= l ? j * (j + 1) / 2 + l : l * (l + 1) / 2 + j; }
+PFP_HD_INLINE constexpr int sym3(int j, int l) {
+  return j >= l ? j * (j + 1) / 2 + l : l * (l + 1) / 2 + j;
+}
 
 // Add one point: Xr is the centred 3D point, m the normalised ray K^{-1}[x;1], w its weight.
 // Acc is an OmegaAccum or any struct with `S[6]`, `B[18]` and `C[36]` that can be added to
