@@ -169,15 +169,6 @@ PFP_HD bool eval_point(const Pose<T>& P, const Camera<T>& cam, const PointObs<T>
   return true;
 }
 
-// Residual Jacobian row w.r.t. theta = (dw, dt): J_a = [Y x a_a ; a_a].
-template <typename T>
-PFP_HD void jacobian_row(const PointEval<T>& e, int a, T* J) {
-  cross3(e.Y, e.a[a], J);
-  J[3] = e.a[a][0];
-  J[4] = e.a[a][1];
-  J[5] = e.a[a][2];
-}
-
 // Accumulated normal equations of a problem at one pose: cost, gradient and a Hessian
 // (6x6, dense row-major; either Gauss-Newton or exact).
 template <typename T>
