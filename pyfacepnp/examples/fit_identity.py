@@ -140,9 +140,17 @@ def evaluate(net, n, seed):
     with torch.no_grad():
         res = solve(net, R, t, torch.float32)
     rot = rotation_angle(res.R.double(), R)
-    trans = (res.t.double() - t).norm(dim=-1)
+    err = res.t.double() - t
+    trans = err.norm(dim=-1)
     status = torch.bincount(res.status.long(), minlength=4).tolist()
+    # The translation error split into its part across the line of sight and along it (the
+    # depth, which a PnP fit determines least well).
+    ray = t / t.norm(dim=-1, keepdim=True)
+    depth = (err * ray).sum(-1).abs()
+    lateral = (err - (err * ray).sum(-1, keepdim=True) * ray).norm(dim=-1)
     return dict(rotation_median=float(rot.median()), translation_median=float(trans.median()),
+                translation_lateral_median=float(lateral.median()),
+                translation_depth_median=float(depth.median()),
                 statuses=dict(zip(("converged", "max_iterations", "degenerate", "invalid"), status)))
 
 
