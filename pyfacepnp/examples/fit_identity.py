@@ -146,8 +146,8 @@ def evaluate(net, n, seed):
     # The translation error split into its part across the line of sight and along it (the
     # depth, which a PnP fit determines least well).
     ray = t / t.norm(dim=-1, keepdim=True)
-    depth = (err * ray).sum(-1).abs()
-    lateral = (err - (err * ray).sum(-1, keepdim=True) * ray).norm(dim=-1)
+    along = (err * ray).sum(-1, keepdim=True)
+    depth, lateral = along.squeeze(-1).abs(), (err - along * ray).norm(dim=-1)
     return dict(rotation_median=float(rot.median()), translation_median=float(trans.median()),
                 translation_lateral_median=float(lateral.median()),
                 translation_depth_median=float(depth.median()),
